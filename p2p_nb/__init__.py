@@ -1,0 +1,54 @@
+"""p2p-nb: peer-to-peer chat and file sharing between Jupyter kernels.
+
+Importing the package stays cheap: aiortc and friends load with the app.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    AuthError,
+    P2PError,
+    P2PTimeoutError,
+    PeerUnavailable,
+    ProtocolError,
+    SignalingError,
+    TransferError,
+)
+
+if TYPE_CHECKING:
+    from .app import P2PApp
+    from .events import Event
+
+__all__ = [
+    "AuthError",
+    "Event",
+    "P2PApp",
+    "P2PError",
+    "P2PTimeoutError",
+    "PeerUnavailable",
+    "ProtocolError",
+    "SignalingError",
+    "TransferError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "P2PApp":
+        from .app import P2PApp
+
+        return P2PApp
+    if name == "Event":
+        from .events import Event
+
+        return Event
+    raise AttributeError(f"module 'p2p_nb' has no attribute {name!r}")
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .jupyter_ext.app import P2PExtensionApp
+
+    return [{"module": "p2p_nb.jupyter_ext.app", "app": P2PExtensionApp}]

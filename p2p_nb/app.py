@@ -1,0 +1,373 @@
+"""``P2PApp``: one room membership and the public API notebooks use.
+
+All state lives on one event loop (the network thread's inside a kernel); the
+public coroutines hop there and back, so they can be awaited from the kernel's
+loop, a widget callback's loop, or a plain script's loop alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from aiortc import RTCIceServer
+
+from . import protocol
+from .discovery import discover_server
+from .errors import P2PError, PeerUnavailable, SignalingError
+from .events import Event, EventBus, EventStream, Handler
+from .mesh import LinkStatus, Mesh
+from .netthread import NetworkThread
+from .signaling import RemotePeer, SignalingClient
+from .tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MAX_HISTORY = 10_000
+"""Chat messages kept in ``app.messages`` (oldest dropped first)."""
+
+
+def _networked(
+    fn: Callable[Concatenate[P2PApp, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[P2PApp, P], Coroutine[Any, Any, T]]:
+    """Run the coroutine on the app's network loop, whichever loop awaits it."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: P2PApp, *args: P.args, **kwargs: P.kwargs) -> T:
+        coro = fn(self, *args, **kwargs)
+        if self._net is None:
+            return await coro
+        return await self._net.run(coro)
+
+    return wrapper
+
+
+def _in_kernel() -> bool:
+    if "ipykernel" not in sys.modules:
+        return False
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def _ice_servers(config: Iterable[RTCIceServer | dict[str, Any]] | None) -> list[RTCIceServer]:
+    servers: list[RTCIceServer] = []
+    for item in config or []:
+        servers.append(item if isinstance(item, RTCIceServer) else RTCIceServer(**item))
+    return servers
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: str
+    name: str
+    state: str
+    capabilities: dict[str, Any]
+
+
+class P2PApp:
+    """A peer: connected to a signaling service, member of at most one room.
+
+    Create it with ``await P2PApp.connect()``.
+    """
+
+    def __init__(self, *, net: NetworkThread | None, ice_servers: list[RTCIceServer]) -> None:
+        self._net = net
+        self._ice_servers = ice_servers
+        self._bus = EventBus()
+        self._signaling: SignalingClient | None = None
+        self._mesh: Mesh | None = None
+        self._tasks: TaskSet | None = None
+        self._peers: dict[str, RemotePeer] = {}
+        self._last_seq: dict[str, int] = {}
+        self._seq = 0
+        self.messages: deque[protocol.ChatMessage] = deque(maxlen=MAX_HISTORY)
+        self.peer_id: str | None = None
+        self.room: str | None = None
+        self.name: str = ""
+        self.url: str = ""
+        self._closed = False
+
+    # ----------------------------------------------------------------- set-up
+    @classmethod
+    async def connect(
+        cls,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        ice_servers: Iterable[RTCIceServer | dict[str, Any]] | None = None,
+        thread: bool | None = None,
+        timeout: float = 10.0,
+    ) -> P2PApp:
+        """Connect to a signaling service.
+
+        Without ``url`` the Jupyter server this kernel runs under is used (its
+        URL and token are discovered). ``ice_servers`` defaults to none: peers
+        on one machine or LAN need no STUN/TURN. ``thread`` (default: only
+        inside a kernel) runs the network on its own thread, so blocking cells
+        do not drop peers.
+        """
+        if url is None:
+            found = discover_server()
+            if found is None:
+                raise SignalingError(
+                    "no signaling URL given and no Jupyter server found for this kernel; "
+                    "pass url=... and token=... (or set P2P_NB_URL and P2P_NB_TOKEN)",
+                    "no_server",
+                )
+            url, discovered_token = found
+            token = token if token is not None else discovered_token
+        use_thread = _in_kernel() if thread is None else thread
+        net = NetworkThread() if use_thread else None
+        app = cls(net=net, ice_servers=_ice_servers(ice_servers))
+        try:
+            await app._start(url, token, timeout)
+        except BaseException:
+            if net is not None:
+                net.stop()
+            raise
+        return app
+
+    @_networked
+    async def _start(self, url: str, token: str | None, timeout: float) -> None:
+        self._tasks = TaskSet("app")
+        self._signaling = SignalingClient(
+            on_peer_joined=self._on_peer_joined,
+            on_peer_left=self._on_peer_left,
+            on_signal=self._on_signal,
+            on_disconnected=self._on_signaling_lost,
+        )
+        await self._signaling.connect(url, token, timeout=timeout)
+        self.url = self._signaling.base_url
+
+    @_networked
+    async def join_room(
+        self,
+        room: str,
+        name: str | None = None,
+        *,
+        capabilities: dict[str, Any] | None = None,
+        timeout: float = 10.0,
+    ) -> str:
+        """Join ``room`` and start connecting to everyone in it; returns our peer id."""
+        signaling = self._require_signaling()
+        if self.room is not None:
+            raise SignalingError(f"already in room {self.room!r}; leave_room() first", "joined")
+        name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
+        result = await signaling.join(room, name, capabilities or {}, timeout=timeout)
+        self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
+        self._mesh = Mesh(
+            result.peer_id,
+            send_signal=self._send_signal,
+            on_event=self._on_mesh_event,
+            ice_servers=self._ice_servers,
+        )
+        self._emit("joined", None, {"room": result.room, "peer_id": result.peer_id})
+        for peer in result.peers:
+            self._add_peer(peer)
+        return result.peer_id
+
+    @_networked
+    async def leave_room(self) -> None:
+        """Leave the room: every link closes; the signaling connection stays."""
+        if self.room is None:
+            return
+        if self._signaling is not None and self._signaling.connected:
+            try:
+                await self._signaling.leave()
+            except P2PError as exc:
+                log.info("leave: %s", exc)
+        if self._mesh is not None:
+            await self._mesh.close()
+        self._mesh = None
+        self._peers.clear()
+        self.room = None
+        self.peer_id = None
+
+    async def disconnect(self) -> None:
+        """Leave, close every peer connection and stop all background work."""
+        if self._closed:
+            return
+        await self._disconnect()
+        if self._net is not None:
+            self._net.stop()
+
+    @_networked
+    async def _disconnect(self) -> None:
+        self._closed = True
+        await self.leave_room()
+        if self._signaling is not None:
+            await self._signaling.close()
+        if self._tasks is not None:
+            await self._tasks.aclose()
+        self._emit("disconnected", None, {})
+
+    # --------------------------------------------------------------- messages
+    @_networked
+    async def send_message(self, text: str, to: str | None = None) -> protocol.ChatMessage:
+        """Send a chat message to every peer, or only to ``to``.
+
+        Peers whose link is still opening get it as soon as it opens.
+        """
+        mesh = self._require_mesh()
+        if not isinstance(text, str):
+            raise TypeError("text must be a str")
+        if len(text) > protocol.MAX_TEXT_CHARS:
+            raise ValueError(
+                f"message of {len(text)} characters exceeds {protocol.MAX_TEXT_CHARS}; "
+                "share long text as a file"
+            )
+        if to is not None and to not in mesh.links:
+            raise PeerUnavailable(f"no peer {to!r} in room {self.room!r}")
+        self._seq += 1
+        msg = protocol.ChatMessage(
+            text=text, seq=self._seq, ts=time.time(), to=to,
+            sender=self.peer_id or "", sender_name=self.name,
+        )
+        wire = msg.encode()
+        targets = [to] if to is not None else list(mesh.links)
+        for peer_id in targets:
+            mesh.send(peer_id, wire)
+        self.messages.append(msg)
+        return msg
+
+    # ----------------------------------------------------------------- status
+    def connected_peers(self) -> list[str]:
+        """Peer ids whose data channel is open now."""
+        return self._mesh.connected_peers() if self._mesh is not None else []
+
+    def connection_status(self, peer_id: str) -> LinkStatus:
+        if self._mesh is None or peer_id not in self._mesh.links:
+            raise PeerUnavailable(f"no peer {peer_id!r} in this room")
+        return self._mesh.links[peer_id].status()
+
+    @property
+    def peers(self) -> dict[str, PeerInfo]:
+        """Everyone in the room but us, with the state of our link to them."""
+        links = self._mesh.links if self._mesh is not None else {}
+        return {
+            pid: PeerInfo(
+                peer_id=pid,
+                name=p.name,
+                state=links[pid].state if pid in links else "new",
+                capabilities=p.capabilities,
+            )
+            for pid, p in list(self._peers.items())
+        }
+
+    # ----------------------------------------------------------------- events
+    def events(self, *names: str) -> EventStream:
+        """An async iterator of events (all, or only ``names``) from now on."""
+        return self._bus.stream(frozenset(names))
+
+    def on(self, name: str, handler: Handler) -> Callable[[], None]:
+        """Call ``handler(event)`` for every ``name`` event; returns an unsubscribe function."""
+        return self._bus.on(name, handler)
+
+    def _emit(self, name: str, peer_id: str | None, data: Any) -> None:
+        self._bus.emit(Event(name, peer_id, data))
+
+    # ------------------------------------------------------ signaling → mesh
+    def _require_signaling(self) -> SignalingClient:
+        if self._closed or self._signaling is None:
+            raise SignalingError("this app is disconnected; create a new one", "closed")
+        return self._signaling
+
+    def _require_mesh(self) -> Mesh:
+        if self._mesh is None:
+            raise SignalingError("join a room first: await app.join_room(...)", "not_joined")
+        return self._mesh
+
+    def _add_peer(self, peer: RemotePeer) -> None:
+        assert self._mesh is not None
+        self._peers[peer.peer_id] = peer
+        self._emit("peer_joined", peer.peer_id, {"name": peer.name})
+        self._mesh.add_peer(peer.peer_id, peer.name)
+
+    def _on_peer_joined(self, peer: RemotePeer) -> None:
+        if self._mesh is not None and peer.peer_id != self.peer_id:
+            self._add_peer(peer)
+
+    def _on_peer_left(self, peer_id: str, reason: str) -> None:
+        if self._mesh is None or peer_id not in self._peers:
+            return
+        peer = self._peers.pop(peer_id)
+        mesh = self._mesh
+
+        async def drop() -> None:
+            await mesh.remove_peer(peer_id)
+            self._emit("peer_left", peer_id, {"name": peer.name, "reason": reason})
+
+        assert self._tasks is not None
+        self._tasks.spawn(drop(), f"drop-{peer_id}")
+
+    def _on_signal(self, from_id: str, data: dict[str, Any]) -> None:
+        if self._mesh is not None:
+            self._mesh.handle_signal(from_id, data)
+
+    def _on_signaling_lost(self) -> None:
+        self._emit(
+            "signaling_lost",
+            None,
+            {"message": "signaling connection lost; open links stay up, new peers cannot join"},
+        )
+
+    async def _send_signal(self, peer_id: str, payload: dict[str, Any]) -> None:
+        await self._require_signaling().signal(peer_id, payload)
+
+    # ---------------------------------------------------------- mesh → events
+    def _on_mesh_event(self, name: str, peer_id: str, data: Any) -> None:
+        if name == "control":
+            self._on_control(peer_id, data)
+        elif name == "binary":
+            self._emit("error", peer_id, P2PError("unexpected binary frame (no transfer open)"))
+        else:
+            self._emit(name, peer_id, data)
+
+    def _on_control(self, peer_id: str, msg: protocol.Message) -> None:
+        if isinstance(msg, protocol.ChatMessage):
+            if msg.to is not None and msg.to != self.peer_id:
+                log.warning("message from %s addressed to %s, not us", peer_id, msg.to)
+                return
+            if msg.seq <= self._last_seq.get(peer_id, 0):
+                log.warning("duplicate or out-of-order message %s from %s", msg.seq, peer_id)
+                return
+            self._last_seq[peer_id] = msg.seq
+            peer = self._peers.get(peer_id)
+            received = protocol.ChatMessage(
+                text=msg.text, seq=msg.seq, ts=msg.ts, id=msg.id, to=msg.to,
+                sender=peer_id, sender_name=peer.name if peer else peer_id,
+            )
+            self.messages.append(received)
+            self._emit("message", peer_id, received)
+        elif isinstance(msg, protocol.UnknownMessage):
+            self._emit("unknown_message", peer_id, msg)
+
+    def __repr__(self) -> str:
+        return (
+            f"<P2PApp {self.name!r} peer_id={self.peer_id} room={self.room!r} "
+            f"connected={len(self.connected_peers())}/{len(self._peers)}>"
+        )
+
+
+def run_blocking(app: P2PApp, awaitable: Awaitable[T], timeout: float | None = None) -> T:
+    """Blocking twin for plain (non-async) code: ``run_blocking(app, app.send_message("hi"))``."""
+    if app._net is None:
+        raise RuntimeError("run_blocking needs an app created with thread=True")
+
+    async def wrap() -> T:
+        return await awaitable
+
+    return app._net.run_blocking(wrap(), timeout)

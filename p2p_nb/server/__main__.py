@@ -1,0 +1,78 @@
+"""``p2p-nb-signal``: run the signaling service on its own, without Jupyter."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+
+from aiohttp import web
+
+from .limits import ServerLimits
+from .standalone import create_app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="p2p-nb-signal",
+        description="Standalone p2p-nb signaling server (rooms, presence, offer/answer relay).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4000, help="TCP port (default 4000; 0 picks one)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="token clients must present; a random one is generated and printed if omitted",
+    )
+    p.add_argument(
+        "--no-token",
+        action="store_true",
+        help="accept every client (only for a trusted network)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="browser origin allowed to connect (repeatable); default: same origin only",
+    )
+    p.add_argument("--max-peers-per-room", type=int, default=ServerLimits.max_peers_per_room)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> None:
+    token = None if args.no_token else (args.token or secrets.token_hex(24))
+    limits = ServerLimits(max_peers_per_room=args.max_peers_per_room)
+    app, _ = create_app(token, limits=limits, cors_allowed_origins=args.cors_origin)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{port}/"
+    print(f"p2p-nb signaling server listening on {url}", flush=True)
+    if token:
+        print(f"    connect with: P2PApp.connect(url={url!r}, token={token!r})", flush=True)
+        print(f"    or: {url}?token={token}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

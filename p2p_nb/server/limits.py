@@ -1,0 +1,34 @@
+"""Limits of the signaling service: one named, documented setting each.
+
+The service only introduces peers, so everything it accepts is small; the
+defaults are sized for that and refuse anything that looks like bulk data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+"""Room names: 1–64 characters, letters, digits, ``_ . -``, not starting with punctuation."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Limits enforced per connection and per room (see docs/protocol.md)."""
+
+    max_peers_per_room: int = 32
+    """A full mesh of N peers needs N·(N-1)/2 links; beyond ~32 it stops being useful."""
+    max_rooms: int = 1000
+    max_name_length: int = 64
+    max_payload_bytes: int = 64 * 1024
+    """Largest event payload answered with a ``too_large`` error; SDP offers are a few KiB."""
+    max_frame_bytes: int = 1024 * 1024
+    """Largest WebSocket frame read at all; a bigger one closes the connection (code 1009)."""
+    max_capabilities_bytes: int = 4096
+    max_sdp_bytes: int = 32 * 1024
+    max_candidate_bytes: int = 2048
+    rate_per_second: float = 50.0
+    """Sustained events per second per connection (token bucket)."""
+    rate_burst: int = 200
+    """Events a connection may send at once before the rate applies."""
