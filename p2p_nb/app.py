@@ -7,7 +7,6 @@ loop, a widget callback's loop, or a plain script's loop alike.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import getpass
 import logging
@@ -44,21 +43,20 @@ def _networked(
 ) -> Callable[Concatenate[P2PApp, P], Coroutine[Any, Any, T]]:
     """Run the coroutine on the app's network loop, whichever loop awaits it."""
 
-    @functools.wraps(fn)
-    async def wrapper(self: P2PApp, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(self: P2PApp, /, *args: P.args, **kwargs: P.kwargs) -> T:
         coro = fn(self, *args, **kwargs)
         if self._net is None:
             return await coro
         return await self._net.run(coro)
 
-    return wrapper
+    return functools.update_wrapper(wrapper, fn)
 
 
 def _in_kernel() -> bool:
     if "ipykernel" not in sys.modules:
         return False
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    shell = ipython.get_ipython() if ipython is not None else None
     return shell is not None and hasattr(shell, "kernel")
 
 
@@ -233,8 +231,12 @@ class P2PApp:
             raise PeerUnavailable(f"no peer {to!r} in room {self.room!r}")
         self._seq += 1
         msg = protocol.ChatMessage(
-            text=text, seq=self._seq, ts=time.time(), to=to,
-            sender=self.peer_id or "", sender_name=self.name,
+            text=text,
+            seq=self._seq,
+            ts=time.time(),
+            to=to,
+            sender=self.peer_id or "",
+            sender_name=self.name,
         )
         wire = msg.encode()
         targets = [to] if to is not None else list(mesh.links)
@@ -347,8 +349,13 @@ class P2PApp:
             self._last_seq[peer_id] = msg.seq
             peer = self._peers.get(peer_id)
             received = protocol.ChatMessage(
-                text=msg.text, seq=msg.seq, ts=msg.ts, id=msg.id, to=msg.to,
-                sender=peer_id, sender_name=peer.name if peer else peer_id,
+                text=msg.text,
+                seq=msg.seq,
+                ts=msg.ts,
+                id=msg.id,
+                to=msg.to,
+                sender=peer_id,
+                sender_name=peer.name if peer else peer_id,
             )
             self.messages.append(received)
             self._emit("message", peer_id, received)

@@ -92,7 +92,9 @@ class PeerLink:
             return
         self.channel = channel
         channel.on("message", self._on_message)
-        channel.on("close", lambda: self._set_state("closed") if self.state == "connected" else None)
+        channel.on(
+            "close", lambda: self._set_state("closed") if self.state == "connected" else None
+        )
         if channel.readyState == "open":
             self._on_open()
         else:
@@ -179,7 +181,9 @@ class PeerLink:
         if isinstance(cand, str):
             cand = {"candidate": cand, "sdpMLineIndex": 0}
         line = str(cand["candidate"])
-        candidate = candidate_from_sdp(line.split(":", 1)[1] if line.startswith("candidate:") else line)
+        candidate = candidate_from_sdp(
+            line.split(":", 1)[1] if line.startswith("candidate:") else line
+        )
         candidate.sdpMid = cand.get("sdpMid")
         candidate.sdpMLineIndex = cand.get("sdpMLineIndex")
         await self.pc.addIceCandidate(candidate)

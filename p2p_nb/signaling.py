@@ -82,6 +82,7 @@ class SignalingClient:
         self._on_signal = on_signal
         self._on_disconnected = on_disconnected
         self._closing = False
+        self._refusal: str | None = None
         self.base_url = ""
         self._register()
 
@@ -112,6 +113,11 @@ class SignalingClient:
             log.debug("signaling server reported: %r", data)
 
         @sio.event  # type: ignore[untyped-decorator]
+        def connect_error(data: Any) -> None:
+            message = data.get("message") if isinstance(data, dict) else data
+            self._refusal = str(message)
+
+        @sio.event  # type: ignore[untyped-decorator]
         def disconnect(reason: Any = None) -> None:
             if not self._closing:
                 log.warning("signaling connection lost (%s)", reason)
@@ -134,14 +140,22 @@ class SignalingClient:
                 wait_timeout=timeout,
             )
         except socketio.exceptions.ConnectionError as exc:
+            await self._release()
             raise await self._diagnose(base, token, exc) from exc
+
+    async def _release(self) -> None:
+        """A failed connect leaves engine.io's HTTP session open; close it."""
+        http = getattr(self._sio.eio, "http", None)
+        if http is not None and not http.closed and not self._sio.eio.external_http:
+            await http.close()
 
     async def _diagnose(self, base: str, token: str | None, exc: Exception) -> SignalingError:
         """Ask the health endpoint why the connection failed."""
-        if "unauthorized" in str(exc):
+        refusal = self._refusal or ""
+        if refusal.startswith("unauthorized"):
             return AuthError(
-                f"the signaling server at {base} refused the token ({exc}); "
-                "pass the server's token with token=..."
+                f"the signaling server at {base} refused the connection ({refusal}); "
+                "pass the token printed by p2p-nb-signal with token=..."
             )
         headers = {"Authorization": f"token {token}"} if token else {}
         try:
@@ -173,7 +187,9 @@ class SignalingClient:
         try:
             reply = await self._sio.call(event, data, timeout=timeout)
         except socketio.exceptions.TimeoutError as exc:
-            raise P2PTimeoutError(f"signaling server did not answer {event!r} in {timeout}s") from exc
+            raise P2PTimeoutError(
+                f"signaling server did not answer {event!r} in {timeout}s"
+            ) from exc
         except socketio.exceptions.BadNamespaceError as exc:
             raise SignalingError("not connected to the signaling server", "disconnected") from exc
         if not isinstance(reply, dict):
@@ -216,3 +232,4 @@ class SignalingClient:
         self._closing = True
         if self._sio.connected:
             await self._sio.disconnect()
+        await self._release()

@@ -13,7 +13,7 @@ from aiohttp import web
 from p2p_nb.app import P2PApp
 from p2p_nb.server import ServerLimits, SignalingService, create_app
 
-# pytest_plugins = ["tests.jupyter_server"]  # enabled once the module lands
+pytest_plugins = ["tests.jupyter_server"]
 
 TOKEN = "test-token-0123456789"
 

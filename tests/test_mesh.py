@@ -142,8 +142,13 @@ async def test_killed_process_disappears(signal_server: RunningServer, make_peer
     await wait_mesh([a, b])
     connected = a.events("peer_connected")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.peer_process",
-        signal_server.url, signal_server.token, "room1", "victim",
+        sys.executable,
+        "-m",
+        "tests.peer_process",
+        signal_server.url,
+        signal_server.token,
+        "room1",
+        "victim",
         stdout=asyncio.subprocess.PIPE,
         cwd=os.path.dirname(os.path.dirname(__file__)),
     )
@@ -163,7 +168,8 @@ async def test_killed_process_disappears(signal_server: RunningServer, make_peer
         for stream in left:
             ev = await stream.wait_for("peer_left", timeout=20)
             assert ev.peer_id == victim
-        assert victim not in a.peers and victim not in b.peers
+        assert victim not in a.peers
+        assert victim not in b.peers
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -207,4 +213,5 @@ async def test_threaded_app_from_the_test_loop(make_peer: MakePeer) -> None:
     assert (await inbox_a.get(timeout=10)).data.text == "to thread"
     thread = a._net
     await a.disconnect()
-    assert thread is not None and thread.loop.is_closed()
+    assert thread is not None
+    assert thread.loop.is_closed()

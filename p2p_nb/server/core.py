@@ -137,7 +137,7 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             user = await self.service.authenticate(environ, auth)
         except AuthRefused as exc:
             log.info("refused connection %s: %s", sid, exc)
-            raise ConnectionRefusedError(f"unauthorized: {exc}") from exc
+            raise socketio.exceptions.ConnectionRefusedError(f"unauthorized: {exc}") from exc
         handler = environ.get("tornado.handler")
         remote_ip = (
             handler.request.remote_ip

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-"""Room names: 1–64 characters, letters, digits, ``_ . -``, not starting with punctuation."""
+"""Room names: 1-64 characters, letters, digits, ``_ . -``, not starting with punctuation."""
 
 
 @dataclass(frozen=True)

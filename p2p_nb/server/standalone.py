@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import web
 
-from .core import AuthRefused, Authenticate, SignalingService
+from .core import Authenticate, AuthRefused, SignalingService
 from .limits import ServerLimits
 
 log = logging.getLogger(__name__)
