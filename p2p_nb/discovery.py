@@ -25,7 +25,8 @@ def discover_server() -> tuple[str, str] | None:
     Order: ``P2P_NB_URL``/``P2P_NB_TOKEN`` (set by the user, or by the server
     extension for the kernels it starts), then the runtime info file of the
     Jupyter server whose pid is ``JPY_PARENT_PID``. On JupyterHub that file's
-    token is empty and ``JUPYTERHUB_API_TOKEN`` is the credential instead.
+    token is empty and ``JUPYTERHUB_API_TOKEN`` is the credential instead. That
+    fallback never applies to an explicit URL, which may be someone else's server.
     """
     url = os.environ.get(URL_ENV)
     if url:

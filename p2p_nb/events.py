@@ -114,6 +114,13 @@ class EventStream:
         except TimeoutError:
             raise P2PTimeoutError(f"no {name!r} event within {timeout}s") from None
 
+    def drain(self) -> list[Event]:
+        """Every event already queued, without waiting."""
+        events = []
+        while not self._queue.empty():
+            events.append(self._queue.get_nowait())
+        return events
+
     def close(self) -> None:
         self._bus._unsubscribe(self)
 

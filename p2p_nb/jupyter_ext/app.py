@@ -1,0 +1,126 @@
+"""The Jupyter server extension: signaling inside the user's own Jupyter server.
+
+Kernels started by this server learn its URL and token from the environment, so
+``p2p_nb`` works in JupyterLab with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
+from jupyter_server.utils import url_path_join
+from traitlets import Dict, Int, Type
+
+from ..server.core import SignalingService
+from ..server.limits import ServerLimits
+from .handlers import HealthHandler, cancel_pings, jupyter_user, socket_handler_class
+
+URL_ENV = "P2P_NB_URL"
+TOKEN_ENV = "P2P_NB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+WILDCARD_IPS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, never bound)
+
+
+def reachable_url(serverapp: ServerApp) -> str | None:
+    """The URL a kernel on this machine uses to reach the server.
+
+    Not ``connection_url``: it turns a wildcard address into the host name,
+    which need not resolve. None when the server listens on a UNIX socket.
+    """
+    if serverapp.sock:
+        return None
+    ip = serverapp.ip
+    host = "127.0.0.1" if ip in WILDCARD_IPS else f"[{ip}]" if ":" in ip else ip
+    scheme = "https" if serverapp.certfile else "http"
+    return f"{scheme}://{host}:{serverapp.port}{serverapp.base_url}"
+
+
+class P2PExtensionApp(ExtensionApp):
+    """Mounts the signaling service under ``{base_url}p2p/``."""
+
+    name = "p2p_nb"
+
+    max_peers_per_room = Int(
+        ServerLimits.max_peers_per_room, help="Most peers one room admits."
+    ).tag(config=True)
+
+    client_manager_class = Type(
+        default_value=None,
+        klass="socketio.AsyncManager",
+        allow_none=True,
+        help="Socket.IO client manager; None keeps rooms in this process. "
+        "Use socketio.AsyncRedisManager to share rooms between servers.",
+    ).tag(config=True)
+
+    client_manager_kwargs = Dict(
+        help="Keyword arguments for client_manager_class, e.g. {'url': 'redis://...'}."
+    ).tag(config=True)
+
+    service: SignalingService | None = None
+    _exported: dict[str, str] | None = None
+
+    def initialize_settings(self) -> None:
+        limits = dataclasses.replace(ServerLimits(), max_peers_per_room=self.max_peers_per_room)
+        manager_class = self.client_manager_class
+        manager = manager_class(**self.client_manager_kwargs) if manager_class else None
+        self.service = SignalingService(
+            async_mode="tornado",
+            authenticate=jupyter_user,
+            limits=limits,
+            client_manager=manager,
+            # [] switches engine.io's own origin check off: Jupyter's decides.
+            cors_allowed_origins=[],
+        )
+
+    def initialize_handlers(self) -> None:
+        assert self.service is not None
+        self.handlers.extend(
+            [
+                (url_path_join("p2p", "socket.io/"), socket_handler_class(self.service)),
+                (url_path_join("p2p", "health"), HealthHandler, {"service": self.service}),
+            ]
+        )
+
+    async def _start_jupyter_server_extension(self, serverapp: ServerApp) -> None:
+        """Export the server's URL once the port is final.
+
+        At load time the port may still be 0 or about to move (port_retries);
+        kernels are only started after this, so they inherit the right values.
+        """
+        preset = [key for key in (URL_ENV, TOKEN_ENV) if key in os.environ]
+        if preset:
+            # A user-chosen signaling server wins; never pair it with our token.
+            self.log.info("p2p_nb: %s already set; kernels keep it", " and ".join(preset))
+            return
+        url = reachable_url(serverapp)
+        if url is None:
+            self.log.info("p2p_nb: server listens on a UNIX socket; %s not set", URL_ENV)
+            return
+        # JupyterHub's single-user servers have no token of their own; the API
+        # token kernels inherit is accepted, and it only ever goes to this server.
+        token = serverapp.identity_provider.token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self._exported = {URL_ENV: url, TOKEN_ENV: token}
+        os.environ.update(self._exported)
+        self.log.info("p2p_nb: signaling at %sp2p/; %s set for kernels", url, URL_ENV)
+
+    async def stop_extension(self) -> None:
+        """Close every socket and forget what we exported.
+
+        Clients see a clean disconnect instead of a dead TCP connection, and a
+        later server in this process does not inherit a stale URL.
+        """
+        for key, value in (self._exported or {}).items():
+            if os.environ.get(key) == value:
+                del os.environ[key]
+        self._exported = None
+        if self.service is None:
+            return
+        sio = self.service.sio
+        for sid in list(self.service.peers):
+            await sio.disconnect(sid, ignore_queue=True)
+        if sio.eio.sockets:
+            await sio.eio.disconnect()
+        await sio.shutdown()
+        await cancel_pings(sio.eio)
