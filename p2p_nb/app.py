@@ -7,27 +7,41 @@ loop, a widget callback's loop, or a plain script's loop alike.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import getpass
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from aiortc import RTCIceServer
 
 from . import protocol
 from .discovery import discover_server
-from .errors import P2PError, PeerUnavailable, SignalingError
+from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError, TransferError
 from .events import Event, EventBus, EventStream, Handler
 from .mesh import LinkStatus, Mesh
 from .netthread import NetworkThread
 from .signaling import RemotePeer, SignalingClient
 from .tasks import TaskSet
+from .transfer import (
+    FileShare,
+    IncomingTransfer,
+    ReceivedFile,
+    TransferManager,
+    TransferSettings,
+)
+
+if TYPE_CHECKING:
+    import pandas
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +50,7 @@ T = TypeVar("T")
 
 MAX_HISTORY = 10_000
 """Chat messages kept in ``app.messages`` (oldest dropped first)."""
+DATAFRAME_FORMATS = ("parquet", "csv")
 
 
 def _networked(
@@ -81,9 +96,19 @@ class P2PApp:
     Create it with ``await P2PApp.connect()``.
     """
 
-    def __init__(self, *, net: NetworkThread | None, ice_servers: list[RTCIceServer]) -> None:
+    def __init__(
+        self,
+        *,
+        net: NetworkThread | None,
+        ice_servers: list[RTCIceServer],
+        transfer_settings: TransferSettings | None = None,
+    ) -> None:
         self._net = net
         self._ice_servers = ice_servers
+        self.transfer_settings = transfer_settings or TransferSettings()
+        self._transfers: TransferManager | None = None
+        self.received: dict[str, ReceivedFile] = {}
+        """Verified files and DataFrames received, by name (the latest of a name wins)."""
         self._bus = EventBus()
         self._signaling: SignalingClient | None = None
         self._mesh: Mesh | None = None
@@ -107,6 +132,8 @@ class P2PApp:
         *,
         ice_servers: Iterable[RTCIceServer | dict[str, Any]] | None = None,
         thread: bool | None = None,
+        download_dir: str | os.PathLike[str] | None = None,
+        auto_accept_max_bytes: int | None = None,
         timeout: float = 10.0,
     ) -> P2PApp:
         """Connect to a signaling service.
@@ -115,7 +142,9 @@ class P2PApp:
         URL and token are discovered). ``ice_servers`` defaults to none: peers
         on one machine or LAN need no STUN/TURN. ``thread`` (default: only
         inside a kernel) runs the network on its own thread, so blocking cells
-        do not drop peers.
+        do not drop peers. Received files go to ``download_dir`` (default:
+        ``p2p_downloads/`` in the current directory, beside the notebook); offers
+        up to ``auto_accept_max_bytes`` are accepted without asking (default: ask).
         """
         if url is None:
             found = discover_server()
@@ -129,7 +158,10 @@ class P2PApp:
             token = token if token is not None else discovered_token
         use_thread = _in_kernel() if thread is None else thread
         net = NetworkThread() if use_thread else None
-        app = cls(net=net, ice_servers=_ice_servers(ice_servers))
+        settings = TransferSettings(auto_accept_max_bytes=auto_accept_max_bytes)
+        if download_dir is not None:
+            settings.download_dir = Path(download_dir)
+        app = cls(net=net, ice_servers=_ice_servers(ice_servers), transfer_settings=settings)
         try:
             await app._start(url, token, timeout)
         except BaseException:
@@ -172,6 +204,14 @@ class P2PApp:
             on_event=self._on_mesh_event,
             ice_servers=self._ice_servers,
         )
+        self._transfers = TransferManager(
+            self._mesh,
+            emit=self._emit,
+            runner=self._run,
+            peer_name=lambda pid: self._peers[pid].name if pid in self._peers else pid,
+            settings=self.transfer_settings,
+        )
+        self._transfers.received = self.received
         self._emit("joined", None, {"room": result.room, "peer_id": result.peer_id})
         for peer in result.peers:
             self._add_peer(peer)
@@ -187,6 +227,9 @@ class P2PApp:
                 await self._signaling.leave()
             except P2PError as exc:
                 log.info("leave: %s", exc)
+        if self._transfers is not None:
+            await self._transfers.close()
+        self._transfers = None
         if self._mesh is not None:
             await self._mesh.close()
         self._mesh = None
@@ -244,6 +287,87 @@ class P2PApp:
             mesh.send(peer_id, wire)
         self.messages.append(msg)
         return msg
+
+    # ------------------------------------------------------------------ files
+    @_networked
+    async def share_file(
+        self, path: str | os.PathLike[str], to: str | None = None, *, name: str | None = None
+    ) -> FileShare:
+        """Offer a file to every peer (or only ``to``); returns at once.
+
+        ``await share.wait()`` waits until every receiver has it (or declined).
+        """
+        transfers = self._require_transfers()
+        return await transfers.share(Path(path), self._targets(to), name=name)
+
+    @_networked
+    async def share_dataframe(
+        self,
+        df: pandas.DataFrame,
+        name: str,
+        *,
+        format: str = "parquet",
+        to: str | None = None,
+        compression: str | None = "zstd",
+    ) -> FileShare:
+        """Offer a DataFrame, serialised to Parquet (every dtype and the index
+        survive) or CSV; receivers read it with ``app.received[name].dataframe()``."""
+        transfers = self._require_transfers()
+        if format not in DATAFRAME_FORMATS:
+            raise ValueError(f"format must be one of {DATAFRAME_FORMATS}, not {format!r}")
+        if not name or len(name) > 200:
+            raise ValueError("name must be 1-200 characters")
+        targets = self._targets(to)
+        folder = Path(tempfile.mkdtemp(prefix="p2p-nb-df-"))
+        path = folder / f"{name.replace('/', '_')}.{format}"
+        await asyncio.to_thread(_write_dataframe, df, path, format, compression)
+        meta = {
+            "name": name,
+            "format": format,
+            "shape": list(df.shape),
+            "columns": [str(c) for c in df.columns[:500]],
+            "dtypes": [str(t) for t in df.dtypes.iloc[:500]],
+        }
+        share = await transfers.share(path, targets, name=path.name, kind="dataframe", meta=meta)
+
+        async def cleanup() -> None:
+            await asyncio.gather(*(t._done for t in share.transfers.values()))
+            shutil.rmtree(folder, ignore_errors=True)
+
+        assert self._tasks is not None
+        self._tasks.spawn(cleanup(), f"cleanup-{name}")
+        return share
+
+    @property
+    def offers(self) -> list[IncomingTransfer]:
+        """Incoming offers still waiting for ``accept()`` or ``decline()``."""
+        if self._transfers is None:
+            return []
+        return [t for t in self._transfers.incoming.values() if t.state == "offered"]
+
+    def set_auto_accept(self, max_bytes: int | None) -> None:
+        """Accept offers up to ``max_bytes`` without asking; ``None`` turns it off."""
+        self.transfer_settings.auto_accept_max_bytes = max_bytes
+
+    def _require_transfers(self) -> TransferManager:
+        if self._transfers is None:
+            raise SignalingError("join a room first: await app.join_room(...)", "not_joined")
+        return self._transfers
+
+    def _targets(self, to: str | None) -> list[str]:
+        mesh = self._require_mesh()
+        if to is not None:
+            mesh.link(to)
+            return [to]
+        if not mesh.links:
+            raise PeerUnavailable(f"nobody else is in room {self.room!r} yet")
+        return list(mesh.links)
+
+    async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run on the network loop from any loop (what records' methods use)."""
+        if self._net is None:
+            return await coro
+        return await self._net.run(coro)
 
     # ----------------------------------------------------------------- status
     def connected_peers(self) -> list[str]:
@@ -334,8 +458,13 @@ class P2PApp:
         if name == "control":
             self._on_control(peer_id, data)
         elif name == "binary":
-            self._emit("error", peer_id, P2PError("unexpected binary frame (no transfer open)"))
+            try:
+                self._require_transfers().on_chunk(peer_id, data)
+            except (ProtocolError, SignalingError) as exc:
+                self._emit("error", peer_id, ProtocolError(str(exc)))
         else:
+            if name == "peer_state" and self._transfers is not None:
+                self._transfers.on_peer_state(peer_id, data["new"])
             self._emit(name, peer_id, data)
 
     def _on_control(self, peer_id: str, msg: protocol.Message) -> None:
@@ -359,6 +488,10 @@ class P2PApp:
             )
             self.messages.append(received)
             self._emit("message", peer_id, received)
+        elif isinstance(msg, protocol.FileOffer) and self._transfers is not None:
+            self._transfers.on_offer(peer_id, msg)
+        elif isinstance(msg, protocol.FileControl) and self._transfers is not None:
+            self._transfers.on_control(peer_id, msg)
         elif isinstance(msg, protocol.UnknownMessage):
             self._emit("unknown_message", peer_id, msg)
 
@@ -378,3 +511,13 @@ def run_blocking(app: P2PApp, awaitable: Awaitable[T], timeout: float | None = N
         return await awaitable
 
     return app._net.run_blocking(wrap(), timeout)
+
+
+def _write_dataframe(df: pandas.DataFrame, path: Path, fmt: str, compression: str | None) -> None:
+    if fmt == "parquet":
+        df.to_parquet(path, engine="pyarrow", compression=compression, index=True)
+    else:
+        df.to_csv(path, index=True)
+
+
+__all__ = ["FileShare", "IncomingTransfer", "P2PApp", "PeerInfo", "ReceivedFile", "TransferError"]

@@ -1,14 +1,16 @@
 """The full mesh: one RTCPeerConnection and one data channel per remote peer.
 
 Glare-free by rule: of two peers, the one with the smaller peer id makes the
-offer, so both never offer at once. Signals for a peer are handled one at a
-time, in arrival order, by that link's own worker task.
+offer, so both never offer at once; after a link drops it is also the one that
+offers again (with backoff), while the other waits for that offer. Signals for
+a peer are handled one at a time, in arrival order, by that link's worker task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -34,9 +36,28 @@ SendSignal = Callable[[str, dict[str, Any]], Awaitable[None]]
 OnEvent = Callable[[str, str, Any], None]
 """Callback (event name, peer id, data) towards the app."""
 
-LINK_STATES = ("new", "connecting", "connected", "closed", "failed")
+LINK_STATES = ("new", "connecting", "connected", "reconnecting", "lost", "closed")
 MAX_OUTBOX = 1000
-"""Messages held per peer while its channel is still opening."""
+"""Messages held per peer while its link is opening or re-opening."""
+LOW_WATER = 256 * 1024
+"""``bufferedAmountLowThreshold``: senders waiting for room wake below this."""
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How hard a dropped link is retried before the peer is reported lost."""
+
+    max_attempts: int = 6
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    jitter: float = 0.5
+    """Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
+    attempt_timeout: float = 15.0
+    """An attempt that has not opened its channel by then counts as failed."""
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
+        return float(base * random.uniform(1 - self.jitter, 1 + self.jitter))
 
 
 @dataclass
@@ -48,10 +69,13 @@ class LinkStatus:
     ice_state: str
     connected_at: float | None
     queued: int
+    buffered: int
+    reconnects: int
+    rtt: float | None
 
 
 class PeerLink:
-    """The link to one remote peer."""
+    """The link to one remote peer; survives the RTCPeerConnections it goes through."""
 
     def __init__(self, mesh: Mesh, peer_id: str, name: str) -> None:
         self.mesh = mesh
@@ -60,50 +84,146 @@ class PeerLink:
         self.initiator = mesh.local_id < peer_id
         self.state = "new"
         self.connected_at: float | None = None
+        self.pc: RTCPeerConnection | None = None
         self.channel: RTCDataChannel | None = None
+        self.generation = 0
+        self._failed_generation = -1
+        self.attempts = 0
+        self.reconnects = 0
+        self.rtt: float | None = None
         self.outbox: deque[str | bytes] = deque()
         self.signals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(mesh.ice_servers)))
-        self.pc.on("connectionstatechange", self._on_pc_state)
-        self.pc.on("datachannel", self._attach_channel)
+        self._wake = asyncio.Event()
 
+    # --------------------------------------------------------------- state
     def _set_state(self, state: str) -> None:
         if state == self.state:
             return
         log.debug("%s link %s: %s -> %s", self.mesh.local_id, self.peer_id, self.state, state)
         old, self.state = self.state, state
+        self._notify()
         self.mesh.on_event("peer_state", self.peer_id, {"old": old, "new": state})
         if state == "connected":
             self.connected_at = time.time()
             self.mesh.on_event("peer_connected", self.peer_id, {"name": self.name})
+        elif state == "reconnecting":
+            self.mesh.on_event("peer_reconnecting", self.peer_id, {"attempt": self.attempts})
+        elif state in ("lost", "closed"):
+            if state == "lost":
+                self.mesh.on_event("peer_lost", self.peer_id, {"name": self.name})
+            if self.outbox:
+                undelivered = list(self.outbox)
+                self.outbox.clear()
+                self.mesh.on_event("undelivered", self.peer_id, undelivered)
 
-    def _on_pc_state(self) -> None:
-        pc_state = self.pc.connectionState
-        if pc_state == "failed":
-            self._set_state("failed")
-        elif pc_state == "closed" and self.state != "failed":
-            self._set_state("closed")
-        elif pc_state == "connecting" and self.state == "new":
-            self._set_state("connecting")
+    def _notify(self) -> None:
+        """Wake every coroutine waiting in :meth:`wait_writable`."""
+        self._wake.set()
+        self._wake = asyncio.Event()
 
-    def _attach_channel(self, channel: RTCDataChannel) -> None:
+    def _watch(self, generation: int) -> None:
+        async def watchdog() -> None:
+            await asyncio.sleep(self.mesh.policy.attempt_timeout)
+            if self.generation == generation and self.state in ("connecting", "reconnecting"):
+                self._attempt_failed(generation, "timed out")
+
+        self.mesh.spawn(watchdog(), f"watchdog-{self.peer_id}-{generation}")
+
+    def _attempt_failed(self, generation: int, why: str) -> None:
+        """The current connection is gone: retry (the initiator offers) or give up."""
+        if generation != self.generation or generation == self._failed_generation:
+            return
+        if self.mesh.closing:
+            return
+        if self.state in ("closed", "lost"):
+            return
+        self._failed_generation = generation
+        self.attempts += 1
+        log.info(
+            "link %s -> %s dropped (%s), attempt %d",
+            self.mesh.local_id,
+            self.peer_id,
+            why,
+            self.attempts,
+        )
+        if self.attempts > self.mesh.policy.max_attempts:
+            self._give_up()
+            return
+        self._set_state("reconnecting")
+        if self.initiator:
+            delay = self.mesh.policy.delay(self.attempts)
+
+            async def later() -> None:
+                await asyncio.sleep(delay)
+                self.signals.put_nowait({"type": "_reconnect"})
+
+            self.mesh.spawn(later(), f"reconnect-{self.peer_id}")
+        else:
+
+            async def wait_for_offer() -> None:
+                # Only the initiator offers; count its silence as failed attempts.
+                while True:
+                    await asyncio.sleep(self.mesh.policy.attempt_timeout)
+                    if self.generation != generation or self.state != "reconnecting":
+                        return
+                    self.attempts += 1
+                    if self.attempts > self.mesh.policy.max_attempts:
+                        self._give_up()
+                        return
+
+            self.mesh.spawn(wait_for_offer(), f"await-offer-{self.peer_id}")
+
+    def _give_up(self) -> None:
+        self._set_state("lost")
+        self.mesh.spawn(self._close_pc(), f"close-{self.peer_id}")
+
+    # ------------------------------------------------------ peer connection
+    async def _new_pc(self) -> RTCPeerConnection:
+        await self._close_pc()
+        self.generation += 1
+        gen = self.generation
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.mesh.ice_servers)))
+        self.pc = pc
+
+        @pc.on("connectionstatechange")
+        def _state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._attempt_failed(gen, f"connection {pc.connectionState}")
+
+        pc.on("datachannel", lambda ch: self._attach_channel(ch, gen))
+        self._watch(gen)
+        return pc
+
+    async def _close_pc(self) -> None:
+        pc, self.pc, self.channel = self.pc, None, None
+        if pc is not None:
+            self.generation += 1  # callbacks of the old connection are ignored from here
+            await pc.close()
+
+    def _attach_channel(self, channel: RTCDataChannel, gen: int) -> None:
+        if gen != self.generation:
+            return
         if channel.label != protocol.CHANNEL_LABEL:
             log.warning("peer %s opened unexpected channel %r", self.peer_id, channel.label)
             return
         self.channel = channel
+        channel.bufferedAmountLowThreshold = LOW_WATER
         channel.on("message", self._on_message)
-        channel.on(
-            "close", lambda: self._set_state("closed") if self.state == "connected" else None
-        )
+        channel.on("bufferedamountlow", self._notify)
+        channel.on("close", lambda: self._attempt_failed(gen, "data channel closed"))
         if channel.readyState == "open":
-            self._on_open()
+            self._on_open(gen)
         else:
-            channel.on("open", self._on_open)
+            channel.on("open", lambda: self._on_open(gen))
 
-    def _on_open(self) -> None:
-        assert self.channel is not None
+    def _on_open(self, gen: int) -> None:
+        if gen != self.generation or self.channel is None:
+            return
         while self.outbox:
             self.channel.send(self.outbox.popleft())
+        if self.attempts:
+            self.reconnects += 1
+        self.attempts = 0
         self._set_state("connected")
 
     def _on_message(self, data: str | bytes) -> None:
@@ -118,35 +238,55 @@ class PeerLink:
             return
         if isinstance(msg, protocol.Ping):
             self.send(protocol.Pong(id=msg.id, ts=msg.ts).encode())
-            return
-        self.mesh.on_event("control", self.peer_id, msg)
+        elif isinstance(msg, protocol.Pong):
+            self.rtt = max(0.0, time.time() - msg.ts)
+        else:
+            self.mesh.on_event("control", self.peer_id, msg)
 
+    # ------------------------------------------------------------- sending
     def send(self, data: str | bytes) -> None:
+        """Send now, or queue (bounded) while the link is opening or re-opening."""
         if self.channel is not None and self.channel.readyState == "open":
             self.channel.send(data)
-        elif self.state in ("closed", "failed"):
+        elif self.state in ("closed", "lost"):
             raise PeerUnavailable(f"link to peer {self.peer_id} is {self.state}")
         elif len(self.outbox) >= MAX_OUTBOX:
             raise PeerUnavailable(
-                f"peer {self.peer_id} is still connecting and {MAX_OUTBOX} messages are queued"
+                f"peer {self.peer_id} is {self.state} and {MAX_OUTBOX} messages are queued"
             )
         else:
             self.outbox.append(data)
 
+    async def wait_writable(self, high_water: int) -> None:
+        """Until the channel is open with at most ``high_water`` bytes buffered.
+
+        This is the flow control for bulk data: memory stays bounded by the
+        buffer, not by what the caller wants to send.
+        """
+        while True:
+            if self.state in ("closed", "lost"):
+                raise PeerUnavailable(f"link to peer {self.peer_id} is {self.state}")
+            channel = self.channel
+            if (
+                channel is not None
+                and channel.readyState == "open"
+                and channel.bufferedAmount <= high_water
+            ):
+                return
+            await self._wake.wait()
+
+    # ------------------------------------------------------------ signals
     async def run(self) -> None:
         """Make the offer if it is ours to make, then apply signals in order."""
         if self.initiator:
-            self._attach_channel(
-                self.pc.createDataChannel(
-                    protocol.CHANNEL_LABEL, ordered=True, protocol=protocol.CHANNEL_PROTOCOL
-                )
-            )
-            self._set_state("connecting")
-            await self.pc.setLocalDescription(await self.pc.createOffer())
-            await self._send_description()
+            await self._offer()
         while True:
             signal = await self.signals.get()
             try:
+                if signal.get("type") == "_reconnect":
+                    if self.state == "reconnecting":
+                        await self._offer()
+                    continue
                 await self._apply(signal)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 # A malformed SDP or candidate must not end the worker: report it.
@@ -155,28 +295,48 @@ class PeerLink:
                     "error", self.peer_id, ProtocolError(f"bad signal from {self.peer_id}: {exc}")
                 )
 
-    async def _send_description(self) -> None:
-        desc = self.pc.localDescription
+    async def _offer(self) -> None:
+        pc = await self._new_pc()
+        gen = self.generation
+        self._attach_channel(
+            pc.createDataChannel(
+                protocol.CHANNEL_LABEL, ordered=True, protocol=protocol.CHANNEL_PROTOCOL
+            ),
+            gen,
+        )
+        if self.state == "new":
+            self._set_state("connecting")
+        await pc.setLocalDescription(await pc.createOffer())
+        await self._send_description(pc)
+
+    async def _send_description(self, pc: RTCPeerConnection) -> None:
+        desc = pc.localDescription
         await self.mesh.send_signal(self.peer_id, {"type": desc.type, "sdp": desc.sdp})
 
     async def _apply(self, signal: dict[str, Any]) -> None:
         kind = signal.get("type")
         if kind == "offer" and not self.initiator:
-            self._set_state("connecting")
-            await self.pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "offer"))
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-            await self._send_description()
-        elif kind == "answer" and self.initiator:
+            # A new offer on a used connection means the initiator is reconnecting.
+            pc = self.pc
+            if pc is None or pc.remoteDescription is not None:
+                pc = await self._new_pc()
+            if self.state == "new":
+                self._set_state("connecting")
+            await pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self._send_description(pc)
+        elif kind == "answer" and self.initiator and self.pc is not None:
             await self.pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "answer"))
-        elif kind == "candidate":
-            await self._add_candidate(signal.get("candidate"))
+        elif kind == "candidate" and self.pc is not None:
+            await self._add_candidate(self.pc, signal.get("candidate"))
         else:
             raise ValueError(f"unexpected {kind!r} for a link where initiator={self.initiator}")
 
-    async def _add_candidate(self, cand: Any) -> None:
+    @staticmethod
+    async def _add_candidate(pc: RTCPeerConnection, cand: Any) -> None:
         """Browsers trickle candidates; aiortc sends all of them inside the SDP."""
         if cand is None or cand == "" or (isinstance(cand, dict) and not cand.get("candidate")):
-            await self.pc.addIceCandidate(None)
+            await pc.addIceCandidate(None)
             return
         if isinstance(cand, str):
             cand = {"candidate": cand, "sdpMLineIndex": 0}
@@ -186,7 +346,7 @@ class PeerLink:
         )
         candidate.sdpMid = cand.get("sdpMid")
         candidate.sdpMLineIndex = cand.get("sdpMLineIndex")
-        await self.pc.addIceCandidate(candidate)
+        await pc.addIceCandidate(candidate)
 
     def status(self) -> LinkStatus:
         return LinkStatus(
@@ -194,14 +354,17 @@ class PeerLink:
             name=self.name,
             state=self.state,
             initiator=self.initiator,
-            ice_state=self.pc.iceConnectionState,
+            ice_state=self.pc.iceConnectionState if self.pc is not None else "closed",
             connected_at=self.connected_at,
             queued=len(self.outbox),
+            buffered=self.channel.bufferedAmount if self.channel is not None else 0,
+            reconnects=self.reconnects,
+            rtt=self.rtt,
         )
 
     async def close(self) -> None:
-        await self.pc.close()
         self._set_state("closed")
+        await self._close_pc()
 
 
 class Mesh:
@@ -214,14 +377,23 @@ class Mesh:
         send_signal: SendSignal,
         on_event: OnEvent,
         ice_servers: list[RTCIceServer],
+        policy: ReconnectPolicy | None = None,
     ) -> None:
         self.local_id = local_id
         self.send_signal = send_signal
         self.on_event = on_event
         self.ice_servers = ice_servers
+        self.policy = policy or ReconnectPolicy()
         self.links: dict[str, PeerLink] = {}
         self._workers: dict[str, asyncio.Task[Any]] = {}
         self._tasks = TaskSet(f"mesh-{local_id}")
+        self.closing = False
+
+    def spawn(self, coro: Any, name: str) -> None:
+        if self.closing:
+            coro.close()
+            return
+        self._tasks.spawn(coro, name)
 
     def add_peer(self, peer_id: str, name: str) -> PeerLink:
         link = self.links.get(peer_id)
@@ -246,16 +418,20 @@ class Mesh:
         if link is not None:
             await link.close()
 
-    def send(self, peer_id: str, data: str | bytes) -> None:
+    def link(self, peer_id: str) -> PeerLink:
         link = self.links.get(peer_id)
         if link is None:
             raise PeerUnavailable(f"no peer {peer_id!r} in this room")
-        link.send(data)
+        return link
+
+    def send(self, peer_id: str, data: str | bytes) -> None:
+        self.link(peer_id).send(data)
 
     def connected_peers(self) -> list[str]:
         return [pid for pid, link in self.links.items() if link.state == "connected"]
 
     async def close(self) -> None:
+        self.closing = True
         await self._tasks.aclose()
         self._workers.clear()
         links = list(self.links.values())

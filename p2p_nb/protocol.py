@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,98 @@ class UnknownMessage:
     payload: dict[str, Any]
 
 
-Message = ChatMessage | Ping | Pong | UnknownMessage
+@dataclass(frozen=True)
+class FileOffer:
+    """Sender → receiver: a file is on offer (``resume``: an interrupted one, again)."""
+
+    id: str
+    name: str
+    size: int
+    sha256: str
+    kind: str = "file"
+    meta: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+
+    def encode(self) -> str:
+        return _dump(
+            {
+                "v": PROTOCOL_VERSION,
+                "type": "file-offer",
+                "id": self.id,
+                "name": self.name,
+                "size": self.size,
+                "sha256": self.sha256,
+                "kind": self.kind,
+                "meta": self.meta,
+                "resume": self.resume,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class FileControl:
+    """The small transfer messages: ``file-accept`` / ``file-ack`` (``offset`` =
+    bytes the receiver holds), ``file-complete`` (all bytes sent),
+    ``file-done`` (verified and saved), ``file-decline`` / ``file-cancel``
+    (``reason``)."""
+
+    type: str
+    id: str
+    offset: int = 0
+    reason: str = ""
+
+    def encode(self) -> str:
+        return _dump(
+            {
+                "v": PROTOCOL_VERSION,
+                "type": self.type,
+                "id": self.id,
+                "offset": self.offset,
+                "reason": self.reason,
+            }
+        )
+
+
+FILE_CONTROL_TYPES = frozenset(
+    {"file-accept", "file-ack", "file-complete", "file-done", "file-decline", "file-cancel"}
+)
+FILE_KINDS = frozenset({"file", "dataframe"})
+MAX_FILE_NAME_CHARS = 1024
+"""Longest offered name accepted on the wire; the receiver shortens it further to save."""
+MAX_META_BYTES = 32 * 1024
+
+Message = ChatMessage | Ping | Pong | FileOffer | FileControl | UnknownMessage
+
+# Binary frames: one file chunk each.
+#   byte 0      frame type (1 = chunk)
+#   bytes 1-16  transfer id (the 32-hex-digit id, as 16 raw bytes)
+#   bytes 17-24 offset of the payload in the file, unsigned big-endian
+#   bytes 25-   payload
+CHUNK_FRAME = 1
+CHUNK_HEADER = struct.Struct(">B16sQ")
+MAX_FRAME_BYTES = 64 * 1024
+"""Largest binary frame sent: every WebRTC stack accepts 64 KiB messages."""
+CHUNK_SIZE = MAX_FRAME_BYTES - CHUNK_HEADER.size
+
+
+def encode_chunk(transfer_id: str, offset: int, payload: bytes) -> bytes:
+    return CHUNK_HEADER.pack(CHUNK_FRAME, bytes.fromhex(transfer_id), offset) + payload
+
+
+def decode_chunk(frame: bytes) -> tuple[str, int, memoryview]:
+    """Split a chunk frame into (transfer id, offset, payload) or raise ProtocolError."""
+    if len(frame) < CHUNK_HEADER.size:
+        raise ProtocolError(f"binary frame of {len(frame)} bytes is shorter than its header")
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"binary frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
+    kind, raw_id, offset = CHUNK_HEADER.unpack_from(frame)
+    if kind != CHUNK_FRAME:
+        raise ProtocolError(f"unknown binary frame type {kind}")
+    return raw_id.hex(), offset, memoryview(frame)[CHUNK_HEADER.size :]
+
+
+def new_transfer_id() -> str:
+    return uuid.uuid4().hex
 
 
 def _dump(obj: dict[str, Any]) -> str:
@@ -140,8 +232,52 @@ def decode(data: str | bytes) -> Message:
             id=_str(obj, "id", MAX_ID_CHARS),
             to=to,
         )
+    if kind == "file-offer":
+        return _file_offer(obj)
+    if kind in FILE_CONTROL_TYPES:
+        offset = obj.get("offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ProtocolError("field 'offset' must be a non-negative integer")
+        reason = obj.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 1000:
+            raise ProtocolError("field 'reason' must be a string of at most 1000 characters")
+        return FileControl(type=kind, id=_transfer_id(obj), offset=offset, reason=reason)
     if kind == "ping":
         return Ping(id=_str(obj, "id", MAX_ID_CHARS), ts=_number(obj, "ts"))
     if kind == "pong":
         return Pong(id=_str(obj, "id", MAX_ID_CHARS), ts=_number(obj, "ts"))
     return UnknownMessage(type=kind, payload=obj)
+
+
+def _transfer_id(obj: dict[str, Any]) -> str:
+    tid = _str(obj, "id", 32)
+    if len(tid) != 32 or any(c not in "0123456789abcdef" for c in tid):
+        raise ProtocolError("field 'id' of a transfer must be 32 lowercase hex digits")
+    return tid
+
+
+def _file_offer(obj: dict[str, Any]) -> FileOffer:
+    size = obj.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ProtocolError("field 'size' must be a non-negative integer")
+    digest = _str(obj, "sha256", 64)
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ProtocolError("field 'sha256' must be 64 lowercase hex digits")
+    kind = obj.get("kind", "file")
+    if kind not in FILE_KINDS:
+        raise ProtocolError(f"field 'kind' must be one of {sorted(FILE_KINDS)}")
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict) or len(_dump(meta)) > MAX_META_BYTES:
+        raise ProtocolError(f"field 'meta' must be an object of at most {MAX_META_BYTES} bytes")
+    resume = obj.get("resume", False)
+    if not isinstance(resume, bool):
+        raise ProtocolError("field 'resume' must be a boolean")
+    return FileOffer(
+        id=_transfer_id(obj),
+        name=_str(obj, "name", MAX_FILE_NAME_CHARS, allow_empty=True),
+        size=size,
+        sha256=digest,
+        kind=kind,
+        meta=meta,
+        resume=resume,
+    )

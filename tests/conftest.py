@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -61,8 +62,8 @@ async def make_peer(signal_server: RunningServer) -> AsyncIterator[MakePeer]:
     """Factory of joined peers on the test's own loop; all disconnected at teardown."""
     apps: list[P2PApp] = []
 
-    async def make(name: str, room: str = "room1", *, thread: bool = False) -> P2PApp:
-        app = await P2PApp.connect(signal_server.url, signal_server.token, thread=thread)
+    async def make(name: str, room: str = "room1", *, thread: bool = False, **kw: Any) -> P2PApp:
+        app = await P2PApp.connect(signal_server.url, signal_server.token, thread=thread, **kw)
         apps.append(app)
         await app.join_room(room, name=name)
         return app

@@ -2,7 +2,8 @@
 
 Usage: python -m tests.peer_process URL TOKEN ROOM NAME
 Prints ``READY <peer_id>`` once joined, then ``MSG <sender> <text>`` for each
-chat message; answers ``ping`` texts with ``pong`` to everyone.
+chat message; answers ``ping`` texts with ``pong`` to everyone, and
+``share <path>`` texts by offering that file to the asker.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ async def main(url: str, token: str, room: str, name: str) -> None:
         print(f"MSG {event.peer_id} {event.data.text}", flush=True)
         if event.data.text == "ping":
             await app.send_message("pong")
+        elif event.data.text.startswith("share "):
+            await app.share_file(event.data.text[6:], to=event.peer_id)
 
 
 if __name__ == "__main__":
