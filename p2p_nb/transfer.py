@@ -27,6 +27,7 @@ from . import protocol
 from .errors import PeerUnavailable, ProtocolError, TransferError
 from .files import part_path, publish, safe_file_name
 from .mesh import Mesh
+from .tasks import TaskSet
 
 if TYPE_CHECKING:
     import pandas
@@ -231,6 +232,7 @@ class TransferManager:
         self.outgoing: dict[tuple[str, str], OutgoingTransfer] = {}
         self.incoming: dict[str, IncomingTransfer] = {}
         self.received: dict[str, ReceivedFile] = {}
+        self._tasks = TaskSet("transfers")
         self.chunk_hook: Callable[[str, int, bytes], bytes] | None = None
         """Test hook: rewrites each outgoing chunk payload (transfer id, offset, data)."""
 
@@ -309,7 +311,7 @@ class TransferManager:
 
         if t._task is not None:
             t._task.cancel()
-        t._task = asyncio.get_running_loop().create_task(run(), name=f"send-{t.id}")
+        t._task = self._tasks.spawn(run(), f"send-{t.id}")
 
     # ============================================================== receive
     def on_offer(self, peer_id: str, offer: protocol.FileOffer) -> None:
@@ -333,7 +335,11 @@ class TransferManager:
         self.emit("file_offer", peer_id, t)
         cap = self.settings.auto_accept_max_bytes
         if cap is not None and offer.size <= cap:
-            asyncio.get_running_loop().create_task(self.accept(t))
+            self._tasks.spawn(self._auto_accept(t), f"accept-{t.id}")
+
+    async def _auto_accept(self, t: IncomingTransfer) -> None:
+        with contextlib.suppress(TransferError):  # already declined and reported
+            await self.accept(t)
 
     async def accept(self, t: IncomingTransfer) -> None:
         if t.state != "offered":
@@ -504,7 +510,7 @@ class TransferManager:
                 )
 
         self._cancel_resume_timer(t)
-        t._resume_timer = asyncio.get_running_loop().create_task(expire())
+        t._resume_timer = self._tasks.spawn(expire(), f"resume-timer-{t.id}")
 
     def _resume_incoming(self, t: IncomingTransfer) -> None:
         self._cancel_resume_timer(t)
@@ -588,3 +594,4 @@ class TransferManager:
         for t in list(self.outgoing.values()) + list(self.incoming.values()):
             if not t.finished:
                 self._fail(t, "this peer disconnected", notify=True)
+        await self._tasks.aclose()

@@ -9,6 +9,7 @@ chat message; answers ``ping`` texts with ``pong`` to everyone, and
 from __future__ import annotations
 
 import asyncio
+import resource
 import sys
 
 from p2p_nb.app import P2PApp
@@ -23,6 +24,9 @@ async def main(url: str, token: str, room: str, name: str) -> None:
         print(f"MSG {event.peer_id} {event.data.text}", flush=True)
         if event.data.text == "ping":
             await app.send_message("pong")
+        elif event.data.text == "rss":
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            await app.send_message(f"rss {rss}", to=event.peer_id)
         elif event.data.text.startswith("share "):
             await app.share_file(event.data.text[6:], to=event.peer_id)
 
