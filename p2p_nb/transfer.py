@@ -297,6 +297,9 @@ class TransferManager:
                 link.send(protocol.encode_chunk(t.id, pos, data))
                 pos += len(data)
                 t.bytes = pos
+                # One chunk per turn: other transfers on this link, and chat,
+                # get the channel in between.
+                await asyncio.sleep(0)
         t.state = "completing"
         link.send(protocol.FileControl("file-complete", t.id, offset=t.size).encode())
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from p2p_nb import AuthError, SignalingError
 from p2p_nb.app import P2PApp
 
 from .jupyter_server import JupyterServer
@@ -89,3 +90,12 @@ async def test_blocking_cell_does_not_drop_the_kernel(jupyter_server: JupyterSer
             await kernel.run("await app.disconnect()")
     finally:
         await peer.disconnect()
+
+
+async def test_app_reports_jupyter_auth_errors_clearly(jupyter_server: JupyterServer) -> None:
+    with pytest.raises(AuthError, match="refused a wrong token"):
+        await P2PApp.connect(jupyter_server.url, "not-the-token", thread=False)
+    with pytest.raises(AuthError, match="refused no token"):
+        await P2PApp.connect(jupyter_server.url, None, thread=False)
+    with pytest.raises(SignalingError, match="HTTP 404"):
+        await P2PApp.connect(jupyter_server.url + "elsewhere/", jupyter_server.token, thread=False)

@@ -9,10 +9,11 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+from aiohttp import web
 
 from p2p_nb import AuthError, SignalingError
 from p2p_nb.app import P2PApp
-from p2p_nb.server import ServerLimits
+from p2p_nb.server import ServerLimits, create_app
 
 from .conftest import TOKEN, RunningServer, spawn_signal_server, start_server, stop_process
 
@@ -231,3 +232,33 @@ async def test_cli_generates_and_prints_a_token() -> None:
         await app.disconnect()
     finally:
         await stop_process(server.process)
+
+
+async def test_cors_allowlist() -> None:
+    app, _ = create_app(TOKEN, cors_allowed_origins=["http://good.example"])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    try:
+        for origin, allowed in [("http://good.example", True), ("http://evil.example", False)]:
+            sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+            connect = sio.connect(
+                url,
+                headers={"Authorization": f"token {TOKEN}", "Origin": origin},
+                transports=["websocket"],
+                socketio_path="p2p/socket.io",
+            )
+            if allowed:
+                await connect
+                assert sio.connected
+                await sio.disconnect()
+            else:
+                with pytest.raises(socketio.exceptions.ConnectionError):
+                    await connect
+                await sio.eio.disconnect()
+                if sio.eio.http is not None:
+                    await sio.eio.http.close()
+    finally:
+        await runner.cleanup()

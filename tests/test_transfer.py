@@ -140,6 +140,22 @@ async def test_both_directions_at_once(make_peer: MakePeer, tmp_path: Path) -> N
         assert set((await share.wait(timeout=10)).values()) == {"done"}
 
 
+async def test_two_transfers_on_one_link_share_it(make_peer: MakePeer, tmp_path: Path) -> None:
+    a, b = await pair(make_peer, tmp_path, auto_accept_max_bytes=1 << 30)
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    make_file(first, 20_000_000)
+    make_file(second, 20_000_000)
+    events = b.events("file_received")
+    shares = [await a.share_file(first), await a.share_file(second)]
+    done = await events.get(timeout=120)
+    others = [
+        s.transfers[b.peer_id] for s in shares if s.transfers[b.peer_id].name != done.data.name
+    ]
+    # when one finished, the other had been given a fair share of the channel
+    assert others[0].bytes >= 20_000_000 // 2
+    await events.get(timeout=120)
+
+
 async def test_chat_is_not_stuck_behind_a_file(make_peer: MakePeer, tmp_path: Path) -> None:
     a, b = await pair(make_peer, tmp_path, auto_accept_max_bytes=1 << 30)
     src = tmp_path / "big.bin"
