@@ -21,9 +21,11 @@ from .errors import (
 if TYPE_CHECKING:
     from .app import P2PApp
     from .events import Event
+    from .widgets import ChatPanel
 
 __all__ = [
     "AuthError",
+    "ChatPanel",
     "Event",
     "P2PApp",
     "P2PError",
@@ -41,6 +43,10 @@ def __getattr__(name: str) -> Any:
         from .app import P2PApp
 
         return P2PApp
+    if name == "ChatPanel":
+        from .widgets import ChatPanel
+
+        return ChatPanel
     if name == "Event":
         from .events import Event
 

@@ -20,6 +20,7 @@ from .handlers import HealthHandler, cancel_pings, jupyter_user, socket_handler_
 
 URL_ENV = "P2P_NB_URL"
 TOKEN_ENV = "P2P_NB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
+ROOT_ENV = "P2P_NB_ROOT_DIR"
 WILDCARD_IPS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, never bound)
 
 
@@ -35,6 +36,11 @@ def reachable_url(serverapp: ServerApp) -> str | None:
     host = "127.0.0.1" if ip in WILDCARD_IPS else f"[{ip}]" if ":" in ip else ip
     scheme = "https" if serverapp.certfile else "http"
     return f"{scheme}://{host}:{serverapp.port}{serverapp.base_url}"
+
+
+def absolute_root(serverapp: ServerApp) -> str:
+    """The folder Jupyter serves files from, as an absolute path."""
+    return os.path.abspath(os.path.expanduser(serverapp.root_dir))
 
 
 class P2PExtensionApp(ExtensionApp):
@@ -101,7 +107,12 @@ class P2PExtensionApp(ExtensionApp):
         # JupyterHub's single-user servers have no token of their own; the API
         # token kernels inherit is accepted, and it only ever goes to this server.
         token = serverapp.identity_provider.token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        self._exported = {URL_ENV: url, TOKEN_ENV: token}
+        self._exported = {
+            URL_ENV: url,
+            TOKEN_ENV: token,
+            # lets the panel link received files to this server's /files/ handler
+            ROOT_ENV: absolute_root(serverapp),
+        }
         os.environ.update(self._exported)
         self.log.info("p2p_nb: signaling at %sp2p/; %s set for kernels", url, URL_ENV)
 
