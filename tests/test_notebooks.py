@@ -54,4 +54,37 @@ async def test_two_chat_notebooks_talk(
     assert "ben: hello ana, ben here" in ana
     assert "ana: hi ben, this is ana" in ben
     assert "#1 ana: hi ben, this is ana" in ana
+    assert "p2p-panel" not in ana  # the panel is a widget, not text output
     assert "#1 ben: hello ana, ben here" in ben
+
+
+async def test_dataframe_notebooks(
+    jupyter_server: JupyterServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("P2P_NB_URL", jupyter_server.url)
+    monkeypatch.setenv("P2P_NB_TOKEN", jupyter_server.token)
+    names = ("03-dataframe-ana.ipynb", "04-dataframe-ben.ipynb")
+    books = [nbformat.read(NOTEBOOKS / n, as_version=4) for n in names]
+    clients = [
+        NotebookClient(
+            nb,
+            timeout=180,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(tmp_path / n)}},
+        )
+        for nb, n in zip(books, ("a", "b"), strict=True)
+    ]
+    for n in ("a", "b"):
+        (tmp_path / n).mkdir()
+    await asyncio.gather(*(c.async_execute() for c in clients))
+    ana, ben = (outputs(nb) for nb in books)
+    assert "'done'" in ana
+    assert "ben: thanks! amount by region: {" in ana
+    assert "ana offers sales_q3.parquet: 10000 rows," in ben
+    # ben's kernel saved it beside its notebook, in p2p_downloads/
+    assert (tmp_path / "b" / "p2p_downloads" / "sales_q3.parquet").is_file()
+    dtypes = next(c for c in books[1].cells if "sales.dtypes" in c.source).outputs[-1]
+    text = dtypes["data"]["text/plain"]
+    assert "datetime64[ns, Europe/Berlin]" in text or "datetime64[us, Europe/Berlin]" in text
+    assert "category" in text
+    assert "Int64" in text
