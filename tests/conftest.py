@@ -14,7 +14,7 @@ from aiohttp import web
 from p2p_nb.app import P2PApp
 from p2p_nb.server import ServerLimits, SignalingService, create_app
 
-pytest_plugins = ["tests.jupyter_server"]
+pytest_plugins = ["tests.jupyter_server", "tests.browser"]
 
 TOKEN = "test-token-0123456789"
 

@@ -111,11 +111,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def run_jupyter_server(tmp: Path, *extra_args: str) -> Iterator[JupyterServer]:
+def run_jupyter_server(
+    tmp: Path, *extra_args: str, app: str = "jupyter_server", base_url: str = BASE_URL
+) -> Iterator[JupyterServer]:
     """Start a server in ``tmp`` and stop it on exit; for tests that need their own.
 
     ``root_dir`` is the working directory, so a module a test writes there can
     be named in ``extra_args`` (e.g. a custom ``--ServerApp.authorizer_class``).
+    ``app`` is the module run with ``python -m``: ``"jupyterlab"`` serves the
+    JupyterLab frontend too (see ``tests/browser.py``).
     """
     root_dir = tmp / "root"
     root_dir.mkdir(exist_ok=True)
@@ -125,11 +129,11 @@ def run_jupyter_server(tmp: Path, *extra_args: str) -> Iterator[JupyterServer]:
     argv = [
         sys.executable,
         "-m",
-        "jupyter_server",
+        app,
         "--ServerApp.ip=127.0.0.1",
         "--ServerApp.port=0",
         "--ServerApp.port_retries=0",
-        f"--ServerApp.base_url={BASE_URL}",
+        f"--ServerApp.base_url={base_url}",
         f"--ServerApp.root_dir={root_dir}",
         f"--IdentityProvider.token={token}",
         "--ServerApp.open_browser=False",

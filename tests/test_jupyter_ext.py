@@ -354,7 +354,11 @@ def test_discover_uses_hub_token_when_info_file_has_none(
 
 def fake_serverapp(**traits: Any) -> ServerApp:
     defaults: dict[str, Any] = {"sock": "", "ip": "", "port": 8888, "certfile": ""}
-    defaults |= {"base_url": "/", "identity_provider": SimpleNamespace(token="t")}
+    defaults |= {
+        "base_url": "/",
+        "identity_provider": SimpleNamespace(token="t"),
+        "root_dir": "/srv",
+    }
     return cast(ServerApp, SimpleNamespace(**(defaults | traits)))
 
 
