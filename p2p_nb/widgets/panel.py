@@ -30,6 +30,8 @@ UPLOAD_LIMIT = 8 * 2**20
 """Largest file accepted from the upload button: the picked file travels to the
 kernel in one comm message, and Jupyter closes a websocket over 10 MiB."""
 PEER_REFRESH_SECONDS = 2.0
+PREVIEW_SUFFIXES = frozenset({".csv", ".tsv", ".parquet"})
+"""Received plain files that get a table preview of their first rows."""
 
 
 def _connect_blocking(**kwargs: Any) -> P2PApp:
@@ -164,14 +166,24 @@ class ChatPanel:
         else:
             loop.call_soon_threadsafe(fn)
 
-    def _submit(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
-        """Hand work to the network thread; failures show up in the panel."""
+    def _submit(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        what: str,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand work to the network thread; failures show up in the panel, and
+        ``then`` runs (on the panel's loop) after success."""
         assert self.app._net is not None
         future = self.app._net.submit(coro)
 
         def done(f: concurrent.futures.Future[Any]) -> None:
-            if not f.cancelled() and f.exception() is not None:
+            if f.cancelled():
+                return
+            if f.exception() is not None:
                 self._ui(lambda: self._error(f"{what}: {f.exception()}"))
+            elif then is not None:
+                self._ui(then)
 
         future.add_done_callback(done)
 
@@ -189,11 +201,12 @@ class ChatPanel:
         if not text:
             return
         self.input.value = ""
-        self._submit(self.app.send_message(text), "message not sent")
+        self._submit(self.app.send_message(text), "message not sent", then=self._render_chat)
 
     def send(self, text: str) -> None:
         """Send a chat message to everyone (from code)."""
         run_blocking(self.app, self.app.send_message(text), timeout=30)
+        self._render_chat()
 
     def share_file(self, path: str | Path, to: str | None = None) -> FileShare:
         """Offer a file on the kernel's machine; returns once the offer is out."""
@@ -337,7 +350,7 @@ class ChatPanel:
         row: list[w.Widget] = [
             w.HTML(view.received_html(rec.name, rec.path, rec.sender_name, rec.size))
         ]
-        if rec.kind == "dataframe":
+        if rec.kind == "dataframe" or rec.path.suffix.lower() in PREVIEW_SUFFIXES:
             row.append(w.HTML(self._preview(rec)))
         box = w.VBox(row)
         box.add_class("p2p-received-row")
@@ -347,7 +360,8 @@ class ChatPanel:
     def _preview(rec: ReceivedFile, rows: int = 5) -> str:
         """The first rows, read without loading the whole frame."""
         try:
-            if rec.meta.get("format") == "parquet":
+            fmt = rec.meta.get("format") or rec.path.suffix.lower().lstrip(".")
+            if fmt == "parquet":
                 import pyarrow.parquet as pq
 
                 batch = next(pq.ParquetFile(rec.path).iter_batches(batch_size=rows), None)
@@ -355,7 +369,12 @@ class ChatPanel:
             else:
                 import pandas as pd
 
-                head = pd.read_csv(rec.path, index_col=0, nrows=rows)
+                head = pd.read_csv(
+                    rec.path,
+                    index_col=0 if rec.kind == "dataframe" else None,
+                    sep="\t" if fmt == "tsv" else ",",
+                    nrows=rows,
+                )
             return f"<div class='p2p-preview'>{head.to_html(max_rows=rows)}</div>"
         except Exception as exc:  # a preview must never break the panel
             return f"<i>no preview: {exc}</i>"

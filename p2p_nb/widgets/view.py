@@ -138,8 +138,14 @@ def download_url(path: Path) -> str | None:
 def received_html(name: str, path: Path, sender: str, size: int) -> str:
     url = download_url(path)
     label = html.escape(name)
-    link = f"<a href='{html.escape(url)}' target='_blank' download>{label}</a>" if url else label
+    link = (
+        f"<a href='{html.escape(url)}' target='_blank' download "
+        f"style='color:var(--jp-content-link-color,#0969da);text-decoration:underline'>"
+        f"<b>{label}</b></a>"
+        if url
+        else f"<b>{label}</b>"
+    )
     return (
-        f"<div class='p2p-received'>📄 {link} from {html.escape(sender)}, "
+        f"<div class='p2p-received'>{link} from {html.escape(sender)}, "
         f"{human_bytes(size)} <span style='color:#57606a'>→ {html.escape(str(path))}</span></div>"
     )

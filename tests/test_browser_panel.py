@@ -1,0 +1,88 @@
+"""The panel in real JupyterLab, headless Debian chromium, two users."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from .browser import (
+    assert_no_widget_errors,
+    open_notebook,
+    run_all_cells,
+    save_screenshot,
+    wait_for_text,
+    write_notebook,
+)
+from .jupyter_server import JupyterServer
+
+pytestmark = pytest.mark.anyio
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CSV = "item,price,qty\nfirst-row-item,1.5,3\nsecond,2.5,1\nthird,9.0,7\n"
+
+
+async def open_panel(browser: Browser, lab: JupyterServer, user: str) -> Page:
+    path = write_notebook(
+        lab.root_dir,
+        f"panel/{user}.ipynb",
+        [f'import p2p_nb\npanel = p2p_nb.ChatPanel(room="browser-room", name="{user}")\npanel'],
+    )
+    page = await open_notebook(browser, lab, path)
+    await run_all_cells(page)
+    await expect(page.locator(".p2p-panel")).to_be_visible(timeout=30_000)
+    return page
+
+
+async def test_two_users_chat_and_share_a_csv(
+    browser: Browser, lab: JupyterServer, tmp_path: Path
+) -> None:
+    ana, ben = await asyncio.gather(
+        open_panel(browser, lab, "ana"), open_panel(browser, lab, "ben")
+    )
+    for page in (ana, ben):
+        await wait_for_text(page, "Connected to 1 of 1 peer", timeout=30)
+    await expect(ana.locator(".p2p-peers")).to_contain_text("ben")
+
+    # ana types a message and presses Enter; ben's panel shows it
+    box = ana.get_by_placeholder("Type a message and press Enter")
+    await box.fill("hello from ana's browser")
+    await box.press("Enter")
+    await expect(ben.locator(".p2p-chat")).to_contain_text("hello from ana's browser")
+    await expect(ana.locator(".p2p-chat .p2p-mine")).to_contain_text("hello from ana's browser")
+
+    # ana picks a CSV file in the panel; ben accepts, sees progress finish and a preview
+    csv = tmp_path / "prices.csv"
+    csv.write_text(CSV)
+    async with ana.expect_file_chooser() as chooser:
+        await ana.locator(".p2p-panel .widget-upload").click()
+    await (await chooser.value).set_files(str(csv))
+    offer = ben.locator(".p2p-offer")
+    await expect(offer).to_contain_text("ana offers prices.csv", timeout=30_000)
+    await offer.locator(".widget-button", has_text="Accept").click()
+    await expect(ben.locator(".p2p-transfer")).to_contain_text("received prices.csv")
+    await expect(ben.locator(".p2p-transfer .progress-bar-success")).to_be_visible()
+    preview = ben.locator(".p2p-preview table tbody tr").first
+    await expect(preview).to_contain_text("first-row-item")
+    await expect(preview).to_contain_text("1.5")
+    await expect(ana.locator(".p2p-transfer")).to_contain_text("sent prices.csv")
+    saved = lab.root_dir / "panel" / "p2p_downloads" / "prices.csv"
+    assert saved.read_text() == CSV
+    # the download link is served by Jupyter itself
+    link = ben.locator(".p2p-received a", has_text="prices.csv")
+    href = await link.get_attribute("href")
+    assert href == "/lab-test/files/panel/p2p_downloads/prices.csv"
+    response = await ben.request.get(
+        lab.url.split("/lab-test/")[0] + href, headers={"Authorization": f"token {lab.token}"}
+    )
+    assert response.ok
+    assert await response.text() == CSV
+
+    for name, page in (("ana", ana), ("ben", ben)):
+        await assert_no_widget_errors(page)
+        await save_screenshot(page, f"panel-{name}")
+        await page.locator(".p2p-panel").screenshot(path=str(ARTIFACTS / f"panel-only-{name}.png"))
+    shutil.copy(ARTIFACTS / "panel-only-ben.png", ARTIFACTS / "readme-panel.png")
