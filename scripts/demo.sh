@@ -12,4 +12,6 @@ cat <<'MSG'
   in both (Run > Run All Cells): two kernels chat peer to peer. 03/04 share a DataFrame.
 
 MSG
-exec .venv/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks "$@"
+extra=()
+[ "$(id -u)" = 0 ] && extra+=(--allow-root)  # containers and CI machines run as root
+exec .venv/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks "${extra[@]}" "$@"
