@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,10 +64,20 @@ async def make_peer(signal_server: RunningServer) -> AsyncIterator[MakePeer]:
     """Factory of joined peers on the test's own loop; all disconnected at teardown."""
     apps: list[P2PApp] = []
 
-    async def make(name: str, room: str = "room1", *, thread: bool = False, **kw: Any) -> P2PApp:
+    async def make(
+        name: str,
+        room: str = "room1",
+        *,
+        thread: bool = False,
+        capabilities: dict[str, Any] | None = None,
+        capabilities_max: int | None = None,
+        **kw: Any,
+    ) -> P2PApp:
         app = await P2PApp.connect(signal_server.url, signal_server.token, thread=thread, **kw)
         apps.append(app)
-        await app.join_room(room, name=name)
+        if capabilities_max is not None:
+            capabilities = {**(capabilities or {}), "max_connections": capabilities_max}
+        await app.join_room(room, name=name, capabilities=capabilities)
         return app
 
     yield make
@@ -122,3 +134,30 @@ async def server_process() -> AsyncIterator[ServerProcess]:
     server = await spawn_signal_server()
     yield server
     await stop_process(server.process)
+
+
+@asynccontextmanager
+async def peer_process(
+    url: str, token: str, room: str, name: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """A peer in its own OS process (tests/peer_process.py), joined; killed at the end."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.peer_process",
+        url,
+        token,
+        room,
+        name,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
+        assert line[:1] == ["READY"], line
+        yield proc, line[1]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections import defaultdict
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from p2p_nb import PeerUnavailable, SignalingError
 from p2p_nb.app import P2PApp
 
-from .conftest import MakePeer, RunningServer, ServerProcess
+from .conftest import MakePeer, RunningServer, ServerProcess, peer_process
 
 pytestmark = pytest.mark.anyio
 
@@ -141,22 +139,10 @@ async def test_killed_process_disappears(signal_server: RunningServer, make_peer
     b = await make_peer("b")
     await wait_mesh([a, b])
     connected = a.events("peer_connected")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.peer_process",
-        signal_server.url,
-        signal_server.token,
-        "room1",
-        "victim",
-        stdout=asyncio.subprocess.PIPE,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()
-        assert line[0] == "READY"
-        victim = line[1]
+    async with peer_process(signal_server.url, signal_server.token, "room1", "victim") as (
+        proc,
+        victim,
+    ):
         await connected.wait_for("peer_connected", lambda e: e.peer_id == victim, timeout=30)
         # the process really is in the mesh: it answers over the data channel
         inbox = a.events("message")
@@ -170,10 +156,6 @@ async def test_killed_process_disappears(signal_server: RunningServer, make_peer
             assert ev.peer_id == victim
         assert victim not in a.peers
         assert victim not in b.peers
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
     inbox_b = b.events("message")
     await a.send_message("after")
     assert (await inbox_b.get(timeout=10)).data.text == "after"

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ from p2p_nb import protocol
 from p2p_nb.app import P2PApp
 from p2p_nb.events import EventStream
 
-from .conftest import MakePeer, RunningServer
+from .conftest import MakePeer, RunningServer, peer_process
 from .test_mesh import wait_mesh
 
 pytestmark = pytest.mark.anyio
@@ -393,20 +392,10 @@ async def test_sender_killed_mid_transfer(
     src = tmp_path / "huge.bin"
     make_file(src, 300_000_000)
     connected = b.events("peer_connected")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.peer_process",
-        signal_server.url,
-        signal_server.token,
-        "room1",
-        "doomed",
-        stdout=asyncio.subprocess.PIPE,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
-    try:
-        assert proc.stdout is not None
-        sender = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()[1]
+    async with peer_process(signal_server.url, signal_server.token, "room1", "doomed") as (
+        proc,
+        sender,
+    ):
         await connected.wait_for("peer_connected", lambda e: e.peer_id == sender, timeout=30)
         events = b.events("file_progress", "transfer_failed", "file_received")
         await b.send_message(f"share {src}", to=sender)
@@ -414,9 +403,5 @@ async def test_sender_killed_mid_transfer(
         proc.send_signal(signal.SIGKILL)
         ev = await events.wait_for("transfer_failed", timeout=30)
         assert "gone" in ev.data["reason"]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
     assert listing(tmp_path / "b") == []
     assert "huge.bin" not in b.received
