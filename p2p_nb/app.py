@@ -8,6 +8,7 @@ loop, a widget callback's loop, or a plain script's loop alike.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import getpass
 import logging
@@ -25,12 +26,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from aiortc import RTCIceServer
 
 from . import protocol
+from .capabilities import Capabilities
 from .discovery import discover_server
 from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError, TransferError
 from .events import Event, EventBus, EventStream, Handler
-from .mesh import LinkStatus, Mesh
+from .mesh import OPEN_STATES, ConnectionQuality, LinkStatus, Mesh, MeshSettings
 from .netthread import NetworkThread
-from .signaling import RemotePeer, SignalingClient
+from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
 from .transfer import (
     FileShare,
@@ -88,6 +90,55 @@ class PeerInfo:
     name: str
     state: str
     capabilities: dict[str, Any]
+    """The peer's latest capabilities in their wire form (``Capabilities.to_wire()``)."""
+
+
+@dataclass(frozen=True)
+class CustomMessage:
+    """An application-defined message (``app.send_custom``), as received."""
+
+    type: str
+    sender: str
+    payload: dict[str, Any]
+    """The message's fields except ``v`` and ``type``."""
+
+
+@dataclass(frozen=True)
+class MeshValidation:
+    """The whole room's mesh as ``validate_mesh()`` saw it: pairs of peer ids,
+    each pair sorted, from what every peer reports about its own links."""
+
+    members: list[str]
+    connected: list[tuple[str, str]]
+    """Pairs with an open link (direct or relayed)."""
+    relayed: list[tuple[str, str]]
+    missing: list[tuple[str, str]]
+    """Pairs without an open link that should have one."""
+    limited: list[tuple[str, str]]
+    """Pairs left unconnected on purpose (a ``max_connections`` is reached)."""
+    unknown: list[tuple[str, str]]
+    """Pairs neither of whose peers reported (no link to us to report over)."""
+    healing: list[str]
+    """Peers we started reconnecting to because our link to them was missing."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.unknown
+
+
+def _as_capabilities(value: Capabilities | dict[str, Any] | None) -> Capabilities:
+    if value is None:
+        return Capabilities()
+    if isinstance(value, Capabilities):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError("capabilities must be a Capabilities or a dict")
+    if {"resources", "location", "rev"} & set(value):
+        try:
+            return Capabilities.from_wire(value)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from exc
+    return Capabilities(**value)
 
 
 class P2PApp:
@@ -102,9 +153,15 @@ class P2PApp:
         net: NetworkThread | None,
         ice_servers: list[RTCIceServer],
         transfer_settings: TransferSettings | None = None,
+        mesh_settings: MeshSettings | None = None,
     ) -> None:
         self._net = net
         self._ice_servers = ice_servers
+        self.mesh_settings = mesh_settings or MeshSettings()
+        self._capabilities = Capabilities()
+        self._remote_caps: dict[str, Capabilities] = {}
+        self._custom_types: dict[str, int] = {}
+        self._relay_allowed = False
         self.transfer_settings = transfer_settings or TransferSettings()
         self._transfers: TransferManager | None = None
         self.received: dict[str, ReceivedFile] = {}
@@ -134,6 +191,7 @@ class P2PApp:
         thread: bool | None = None,
         download_dir: str | os.PathLike[str] | None = None,
         auto_accept_max_bytes: int | None = None,
+        mesh_settings: MeshSettings | None = None,
         timeout: float = 10.0,
     ) -> P2PApp:
         """Connect to a signaling service.
@@ -145,6 +203,8 @@ class P2PApp:
         do not drop peers. Received files go to ``download_dir`` (default:
         ``p2p_downloads/`` in the current directory, beside the notebook); offers
         up to ``auto_accept_max_bytes`` are accepted without asking (default: ask).
+        ``mesh_settings`` tunes liveness (ping period, pong timeout), the
+        ``quality`` event period, reconnection and the relay fallback.
         """
         if url is None:
             found = discover_server()
@@ -161,7 +221,12 @@ class P2PApp:
         settings = TransferSettings(auto_accept_max_bytes=auto_accept_max_bytes)
         if download_dir is not None:
             settings.download_dir = Path(download_dir)
-        app = cls(net=net, ice_servers=_ice_servers(ice_servers), transfer_settings=settings)
+        app = cls(
+            net=net,
+            ice_servers=_ice_servers(ice_servers),
+            transfer_settings=settings,
+            mesh_settings=mesh_settings,
+        )
         try:
             await app._start(url, token, timeout)
         except BaseException:
@@ -178,6 +243,9 @@ class P2PApp:
             on_peer_left=self._on_peer_left,
             on_signal=self._on_signal,
             on_disconnected=self._on_signaling_lost,
+            on_peer_updated=self._on_peer_updated,
+            on_relay=self._on_relay,
+            on_rejoined=self._on_rejoined,
         )
         await self._signaling.connect(url, token, timeout=timeout)
         self.url = self._signaling.base_url
@@ -188,21 +256,35 @@ class P2PApp:
         room: str,
         name: str | None = None,
         *,
-        capabilities: dict[str, Any] | None = None,
+        capabilities: Capabilities | dict[str, Any] | None = None,
         timeout: float = 10.0,
     ) -> str:
-        """Join ``room`` and start connecting to everyone in it; returns our peer id."""
+        """Join ``room`` and start connecting to everyone in it; returns our peer id.
+
+        ``capabilities``: a :class:`~p2p_nb.capabilities.Capabilities` or a dict
+        of its fields (``role``, ``services``, ``max_connections``, ...).
+        """
         signaling = self._require_signaling()
         if self.room is not None:
             raise SignalingError(f"already in room {self.room!r}; leave_room() first", "joined")
         name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
-        result = await signaling.join(room, name, capabilities or {}, timeout=timeout)
+        if capabilities is not None:
+            self._capabilities = _as_capabilities(capabilities)
+        result = await signaling.join(room, name, self._capabilities.to_wire(), timeout=timeout)
+        self._enter_room(result)
+        return result.peer_id
+
+    def _enter_room(self, result: JoinResult) -> None:
         self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
+        self._relay_allowed = result.relay
         self._mesh = Mesh(
             result.peer_id,
             send_signal=self._send_signal,
             on_event=self._on_mesh_event,
             ice_servers=self._ice_servers,
+            settings=self.mesh_settings,
+            send_relay=self._send_relay if result.relay else None,
+            max_connections=self._capabilities.max_connections,
         )
         self._transfers = TransferManager(
             self._mesh,
@@ -215,7 +297,6 @@ class P2PApp:
         self._emit("joined", None, {"room": result.room, "peer_id": result.peer_id})
         for peer in result.peers:
             self._add_peer(peer)
-        return result.peer_id
 
     @_networked
     async def leave_room(self) -> None:
@@ -227,6 +308,11 @@ class P2PApp:
                 await self._signaling.leave()
             except P2PError as exc:
                 log.info("leave: %s", exc)
+        await self._leave_mesh()
+        self.room = None
+        self.peer_id = None
+
+    async def _leave_mesh(self) -> None:
         if self._transfers is not None:
             await self._transfers.close()
         self._transfers = None
@@ -234,8 +320,8 @@ class P2PApp:
             await self._mesh.close()
         self._mesh = None
         self._peers.clear()
-        self.room = None
-        self.peer_id = None
+        self._remote_caps.clear()
+        self._last_seq.clear()
 
     async def disconnect(self) -> None:
         """Leave, close every peer connection and stop all background work."""
@@ -273,6 +359,7 @@ class P2PApp:
         if to is not None and to not in mesh.links:
             raise PeerUnavailable(f"no peer {to!r} in room {self.room!r}")
         self._seq += 1
+        targets = [to] if to is not None else mesh.reachable()
         msg = protocol.ChatMessage(
             text=text,
             seq=self._seq,
@@ -282,7 +369,6 @@ class P2PApp:
             sender_name=self.name,
         )
         wire = msg.encode()
-        targets = [to] if to is not None else list(mesh.links)
         for peer_id in targets:
             mesh.send(peer_id, wire)
         self.messages.append(msg)
@@ -359,9 +445,10 @@ class P2PApp:
         if to is not None:
             mesh.link(to)
             return [to]
-        if not mesh.links:
-            raise PeerUnavailable(f"nobody else is in room {self.room!r} yet")
-        return list(mesh.links)
+        targets = mesh.reachable()
+        if not targets:
+            raise PeerUnavailable(f"nobody in room {self.room!r} can be reached yet")
+        return targets
 
     async def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run on the network loop from any loop (what records' methods use)."""
@@ -371,13 +458,167 @@ class P2PApp:
 
     # ----------------------------------------------------------------- status
     def connected_peers(self) -> list[str]:
-        """Peer ids whose data channel is open now."""
+        """Peer ids messages reach now: an open data channel, or a relayed link."""
         return self._mesh.connected_peers() if self._mesh is not None else []
 
     def connection_status(self, peer_id: str) -> LinkStatus:
         if self._mesh is None or peer_id not in self._mesh.links:
             raise PeerUnavailable(f"no peer {peer_id!r} in this room")
         return self._mesh.links[peer_id].status()
+
+    def connection_quality(self, peer_id: str) -> ConnectionQuality:
+        """RTT (our pings, and aiortc's SCTP estimate), bytes and messages each way,
+        send buffer, state and time connected of the link to ``peer_id``."""
+        if self._mesh is None or peer_id not in self._mesh.links:
+            raise PeerUnavailable(f"no peer {peer_id!r} in this room")
+        return self._mesh.links[peer_id].quality()
+
+    def all_connection_qualities(self) -> dict[str, ConnectionQuality]:
+        links = dict(self._mesh.links) if self._mesh is not None else {}
+        return {pid: link.quality() for pid, link in links.items()}
+
+    @_networked
+    async def validate_mesh(self, *, timeout: float = 2.0, heal: bool = True) -> MeshValidation:
+        """Check the whole room's mesh and reconnect the missing links we are part of.
+
+        Every peer we have an open link to is asked for its own links
+        (``mesh-report``); pairs are judged from both ends' reports.
+        """
+        mesh = self._require_mesh()
+        await mesh.collect_reports(timeout)
+        me = self.peer_id or ""
+        members = sorted({me, *self._peers})
+        reports: dict[str, dict[str, str]] = {me: mesh.report()}
+        for pid in mesh.connected_peers():  # only reports that are current
+            if pid in mesh.reports:
+                reports[pid] = mesh.reports[pid]
+        connected, relayed, missing, limited, unknown = [], [], [], [], []
+        healing: list[str] = []
+        for i, x in enumerate(members):
+            for y in members[i + 1 :]:
+                pair = (x, y)
+                if me in pair:  # our own end is known best
+                    states = [reports[me].get(y if x == me else x, "new")]
+                else:
+                    states = [
+                        s for s in (reports.get(x, {}).get(y), reports.get(y, {}).get(x)) if s
+                    ]
+                if not states:
+                    unknown.append(pair)
+                elif any(s in OPEN_STATES for s in states):
+                    connected.append(pair)
+                    if "relayed" in states:
+                        relayed.append(pair)
+                elif "limited" in states:
+                    limited.append(pair)
+                else:
+                    missing.append(pair)
+                    other = y if x == me else x if y == me else None
+                    if heal and other is not None and other in mesh.links:
+                        link = mesh.links[other]
+                        if link.restart():
+                            healing.append(other)
+        return MeshValidation(members, connected, relayed, missing, limited, unknown, healing)
+
+    # ----------------------------------------------------------- capabilities
+    @property
+    def local_capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @_networked
+    async def update_capabilities(self, /, **changes: Any) -> Capabilities:
+        """Change our capabilities (``role=``, ``services=``, ``max_connections=``,
+        ``bandwidth=``, ``storage=``, ``region=``, ``timezone=``) and tell every peer."""
+        caps = self._capabilities.replace(**changes)
+        self._capabilities = caps
+        mesh = self._mesh
+        if mesh is None:
+            return caps
+        mesh.set_max_connections(caps.max_connections)
+        wire = protocol.CapabilitiesUpdate(caps).encode()
+        for pid in mesh.reachable():
+            mesh.send(pid, wire)
+        signaling = self._signaling
+        if signaling is not None and signaling.connected:
+            try:
+                await signaling.update(caps.to_wire())
+            except P2PError as exc:  # the data channels carried it anyway
+                log.info("capabilities update through signaling failed: %s", exc)
+        return caps
+
+    def remote_capabilities(self, peer_id: str) -> Capabilities:
+        if peer_id not in self._peers:
+            raise PeerUnavailable(f"no peer {peer_id!r} in this room")
+        return self._remote_caps.get(peer_id, Capabilities())
+
+    def all_remote_capabilities(self) -> dict[str, Capabilities]:
+        return {pid: self._remote_caps.get(pid, Capabilities()) for pid in list(self._peers)}
+
+    def find_peers_with_service(self, name: str) -> list[str]:
+        """Peer ids (sorted) that advertise the service ``name``."""
+        return sorted(
+            pid for pid, caps in self.all_remote_capabilities().items() if caps.provides(name)
+        )
+
+    def provides_service(self, name: str) -> bool:
+        """Whether we advertise the service ``name``."""
+        return self._capabilities.provides(name)
+
+    def _set_remote_caps(self, peer_id: str, wire: Any, *, announce: bool) -> None:
+        try:
+            caps = Capabilities.from_wire(wire)
+        except ProtocolError as exc:
+            self._emit("error", peer_id, ProtocolError(f"capabilities of {peer_id}: {exc}"))
+            caps = Capabilities()
+        old = self._remote_caps.get(peer_id)
+        if old is not None and caps.rev <= old.rev:
+            return  # an update we already have (it comes both ways)
+        self._remote_caps[peer_id] = caps
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            self._peers[peer_id] = dataclasses.replace(peer, capabilities=caps.to_wire())
+        if announce:
+            self._emit("peer_updated", peer_id, {"capabilities": caps})
+
+    # ------------------------------------------------------- custom messages
+    def register_handler(
+        self, type: str, handler: Callable[[CustomMessage], Any]
+    ) -> Callable[[], None]:
+        """Call ``handler(message)`` (sync or async, on the registering loop) for
+        every received message of the application-defined ``type``; returns a
+        function that unregisters it. Types without a handler arrive as
+        ``unknown_message`` events."""
+        if type in protocol.BUILTIN_TYPES:
+            raise ValueError(f"{type!r} is a built-in message type")
+        protocol.encode_custom(type, {})  # validates the name
+
+        def on_event(event: Event) -> Any:
+            if event.data.type == type:
+                return handler(event.data)
+            return None
+
+        off_bus = self._bus.on("custom_message", on_event)
+        self._custom_types[type] = self._custom_types.get(type, 0) + 1
+
+        def off() -> None:
+            off_bus()
+            left = self._custom_types.get(type, 0) - 1
+            if left > 0:
+                self._custom_types[type] = left
+            else:
+                self._custom_types.pop(type, None)
+
+        return off
+
+    @_networked
+    async def send_custom(self, type: str, payload: dict[str, Any], to: str | None = None) -> None:
+        """Send an application-defined message (``payload``'s fields in the envelope)
+        to every peer, or only ``to``; same order and queueing as chat."""
+        mesh = self._require_mesh()
+        wire = protocol.encode_custom(type, payload)
+        targets = [to] if to is not None else mesh.reachable()
+        for pid in targets:
+            mesh.send(pid, wire)
 
     @property
     def peers(self) -> dict[str, PeerInfo]:
@@ -418,13 +659,55 @@ class P2PApp:
 
     def _add_peer(self, peer: RemotePeer) -> None:
         assert self._mesh is not None
+        if peer.peer_id in self._peers:
+            # already known: a peer re-announced after a signaling server restart
+            self._set_remote_caps(peer.peer_id, peer.capabilities, announce=True)
+            return
         self._peers[peer.peer_id] = peer
+        self._set_remote_caps(peer.peer_id, peer.capabilities, announce=False)
         self._emit("peer_joined", peer.peer_id, {"name": peer.name})
         self._mesh.add_peer(peer.peer_id, peer.name)
 
     def _on_peer_joined(self, peer: RemotePeer) -> None:
         if self._mesh is not None and peer.peer_id != self.peer_id:
             self._add_peer(peer)
+
+    def _on_peer_updated(self, peer: RemotePeer) -> None:
+        if peer.peer_id in self._peers:
+            self._set_remote_caps(peer.peer_id, peer.capabilities, announce=True)
+
+    def _on_relay(self, from_id: str, data: str | bytes) -> None:
+        if self._mesh is not None:
+            self._mesh.handle_relay(from_id, data)
+
+    async def _send_relay(self, peer_id: str, data: str | bytes) -> None:
+        await self._require_signaling().relay(peer_id, data)
+
+    def _on_rejoined(self, result: JoinResult | None, error: Exception | None) -> None:
+        """Signaling is back: same identity (nobody noticed), or a new one."""
+        if result is None:
+            if error is not None:
+                self._emit("error", None, error)
+            self._emit("signaling_restored", None, {"resumed": False, "room": None})
+            return
+        if self._mesh is not None and result.peer_id == self.peer_id:
+            for peer in result.peers:
+                if peer.peer_id != self.peer_id:
+                    self._add_peer(peer)
+            self._emit("signaling_restored", None, {"resumed": True, "room": result.room})
+            return
+
+        async def start_over() -> None:
+            # The server gave us a new id: every link must be made again.
+            old = dict(self._peers)
+            await self._leave_mesh()
+            for pid, peer in old.items():
+                self._emit("peer_left", pid, {"name": peer.name, "reason": "rejoined"})
+            self._enter_room(result)
+            self._emit("signaling_restored", None, {"resumed": False, "room": result.room})
+
+        assert self._tasks is not None
+        self._tasks.spawn(start_over(), "rejoin")
 
     def _on_peer_left(self, peer_id: str, reason: str) -> None:
         if self._mesh is None or peer_id not in self._peers:
@@ -447,7 +730,10 @@ class P2PApp:
         self._emit(
             "signaling_lost",
             None,
-            {"message": "signaling connection lost; open links stay up, new peers cannot join"},
+            {
+                "message": "signaling connection lost; open links stay up, reconnecting "
+                "(signaling_restored follows)"
+            },
         )
 
     async def _send_signal(self, peer_id: str, payload: dict[str, Any]) -> None:
@@ -464,7 +750,9 @@ class P2PApp:
                 self._emit("error", peer_id, ProtocolError(str(exc)))
         else:
             if name == "peer_state" and self._transfers is not None:
-                self._transfers.on_peer_state(peer_id, data["new"])
+                # a relayed link carries transfers like a direct one
+                new = "connected" if data["new"] == "relayed" else data["new"]
+                self._transfers.on_peer_state(peer_id, new)
             self._emit(name, peer_id, data)
 
     def _on_control(self, peer_id: str, msg: protocol.Message) -> None:
@@ -492,8 +780,14 @@ class P2PApp:
             self._transfers.on_offer(peer_id, msg)
         elif isinstance(msg, protocol.FileControl) and self._transfers is not None:
             self._transfers.on_control(peer_id, msg)
+        elif isinstance(msg, protocol.CapabilitiesUpdate):
+            self._set_remote_caps(peer_id, msg.capabilities.to_wire(), announce=True)
         elif isinstance(msg, protocol.UnknownMessage):
-            self._emit("unknown_message", peer_id, msg)
+            if msg.type in self._custom_types:
+                payload = {k: v for k, v in msg.payload.items() if k not in ("v", "type")}
+                self._emit("custom_message", peer_id, CustomMessage(msg.type, peer_id, payload))
+            else:
+                self._emit("unknown_message", peer_id, msg)
 
     def __repr__(self) -> str:
         return (
@@ -520,4 +814,16 @@ def _write_dataframe(df: pandas.DataFrame, path: Path, fmt: str, compression: st
         df.to_csv(path, index=True)
 
 
-__all__ = ["FileShare", "IncomingTransfer", "P2PApp", "PeerInfo", "ReceivedFile", "TransferError"]
+__all__ = [
+    "Capabilities",
+    "ConnectionQuality",
+    "CustomMessage",
+    "FileShare",
+    "IncomingTransfer",
+    "MeshSettings",
+    "MeshValidation",
+    "P2PApp",
+    "PeerInfo",
+    "ReceivedFile",
+    "TransferError",
+]

@@ -2,8 +2,15 @@
 
 Glare-free by rule: of two peers, the one with the smaller peer id makes the
 offer, so both never offer at once; after a link drops it is also the one that
-offers again (with backoff), while the other waits for that offer. Signals for
-a peer are handled one at a time, in arrival order, by that link's worker task.
+offers again (with backoff), while the other waits for that offer (and asks for
+it with an ``invite`` signal). Signals for a peer are handled one at a time, in
+arrival order, by that link's worker task.
+
+Every link is watched: a ping goes out every ``ping_interval`` and a link that
+has heard nothing for ``pong_timeout`` counts as failed. When direct attempts
+keep failing (UDP blocked between two peers), the offerer switches the pair to
+the signaling server's relay: the same messages, in the same order, through
+the Socket.IO connection; both sides then show the link as ``relayed``.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ import logging
 import random
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import (
@@ -29,16 +37,31 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
-from .errors import PeerUnavailable, ProtocolError
+from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
 SendSignal = Callable[[str, dict[str, Any]], Awaitable[None]]
+SendRelay = Callable[[str, str | bytes], Awaitable[None]]
+"""Hand one data-channel frame to the signaling server's relay for a peer."""
 OnEvent = Callable[[str, str, Any], None]
 """Callback (event name, peer id, data) towards the app."""
 
-LINK_STATES = ("new", "connecting", "connected", "reconnecting", "lost", "closed")
+LINK_STATES = (
+    "new",
+    "connecting",
+    "connected",
+    "relayed",
+    "reconnecting",
+    "limited",
+    "lost",
+    "closed",
+)
+OPEN_STATES = frozenset({"connected", "relayed"})
+"""States in which messages flow (directly, or through the signaling relay)."""
+ACTIVE_STATES = frozenset({"connecting", "connected", "relayed", "reconnecting"})
+"""States that count against ``max_connections``."""
 MAX_OUTBOX = 1000
 """Messages held per peer while its link is opening or re-opening."""
 LOW_WATER = 256 * 1024
@@ -60,6 +83,25 @@ class ReconnectPolicy:
     def delay(self, attempt: int) -> float:
         base = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
         return float(base * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """Liveness, quality reporting and fallback of every link (all in seconds)."""
+
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    ping_interval: float = 2.0
+    """A ``ping`` goes to every open link this often; its ``pong`` gives the RTT."""
+    pong_timeout: float = 10.0
+    """A link that has received nothing (no pong, no data) for this long has failed."""
+    quality_interval: float | None = 5.0
+    """Period of the ``quality`` event (one per peer); ``None``: no events."""
+    relay: bool = True
+    """Fall back to the signaling server's relay when direct attempts keep failing."""
+    relay_after: int = 2
+    """Failed direct attempts in a row before the offerer switches a link to the relay."""
+    max_relay_queue: int = 4 * 2**20
+    """Bytes a relayed link buffers before senders wait (its ``bufferedAmount``)."""
 
 
 SOCKET_BUFFER_BYTES = 4 * 2**20
@@ -100,6 +142,95 @@ class LinkStatus:
     buffered: int
     reconnects: int
     rtt: float | None
+    transport: str = "none"
+    """``direct`` (WebRTC data channel), ``relay`` (through signaling) or ``none``."""
+    limited_reason: str | None = None
+    """Why the link is ``limited`` (whose ``max_connections`` it would exceed)."""
+
+
+@dataclass(frozen=True)
+class ConnectionQuality:
+    """How one link is doing, as measured by this peer."""
+
+    peer_id: str
+    state: str
+    transport: str
+    rtt: float | None
+    """Round-trip time of our last ping over the link, in seconds."""
+    stats_rtt: float | None
+    """aiortc's own estimate (SCTP smoothed RTT), where available."""
+    bytes_sent: int
+    bytes_received: int
+    messages_sent: int
+    messages_received: int
+    buffered: int
+    """Bytes waiting in the send buffer now."""
+    queued: int
+    """Messages held while the link is down."""
+    connected_for: float | None
+    """Seconds since the link (re)opened; ``None`` while it is not open."""
+    reconnects: int
+    last_heard: float | None
+    """Seconds since anything arrived on the link."""
+
+
+class RelayChannel:
+    """Stands in for the data channel when a link goes through the signaling relay.
+
+    Same surface as the part of ``RTCDataChannel`` the link uses
+    (``readyState``, ``bufferedAmount``, ``send``); frames go out one at a time,
+    in order, each acknowledged by the server before the next.
+    """
+
+    label = protocol.CHANNEL_LABEL
+
+    def __init__(self, link: PeerLink) -> None:
+        self.link = link
+        self.readyState = "open"
+        self.bufferedAmount = 0
+        self._queue: deque[str | bytes] = deque()
+        self._ready = asyncio.Event()
+        link.mesh.spawn(self._pump(), f"relay-{link.peer_id}")
+
+    def send(self, data: str | bytes) -> None:
+        if self.readyState != "open":
+            raise PeerUnavailable(f"relay to {self.link.peer_id} is closed")
+        self._queue.append(data)
+        self.bufferedAmount += len(data)
+        self._ready.set()
+
+    async def _pump(self) -> None:
+        mesh = self.link.mesh
+        failures = 0
+        while self.readyState == "open":
+            if not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            data = self._queue[0]
+            try:
+                assert mesh.send_relay is not None
+                await mesh.send_relay(self.link.peer_id, data)
+            except P2PError as exc:
+                # rate limited, or signaling is reconnecting: keep the frame, retry
+                failures += 1
+                log.info("relay to %s: %s (retrying)", self.link.peer_id, exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
+            if self._queue and self._queue[0] is data:
+                self._queue.popleft()
+                self.bufferedAmount -= len(data)
+            self.link._notify()
+
+    def close(self) -> list[str | bytes]:
+        """Stop; returns the frames not yet handed to the server."""
+        self.readyState = "closed"
+        self._ready.set()
+        left = list(self._queue)
+        self._queue.clear()
+        self.bufferedAmount = 0
+        return left
 
 
 class PeerLink:
@@ -113,15 +244,31 @@ class PeerLink:
         self.state = "new"
         self.connected_at: float | None = None
         self.pc: RTCPeerConnection | None = None
-        self.channel: RTCDataChannel | None = None
+        self.channel: RTCDataChannel | RelayChannel | None = None
+        self._relay_pending: RelayChannel | None = None
         self.generation = 0
         self._failed_generation = -1
         self.attempts = 0
         self.reconnects = 0
         self.rtt: float | None = None
+        self.stats_rtt: float | None = None
+        self.limited_reason: str | None = None
+        self.limited_here = False
+        """Limited by our own ``max_connections`` (not the peer's)."""
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.last_heard: float | None = None
         self.outbox: deque[str | bytes] = deque()
         self.signals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._wake = asyncio.Event()
+
+    @property
+    def transport(self) -> str:
+        if isinstance(self.channel, RelayChannel):
+            return "relay"
+        return "direct" if self.channel is not None else "none"
 
     # --------------------------------------------------------------- state
     def _set_state(self, state: str) -> None:
@@ -131,18 +278,26 @@ class PeerLink:
         old, self.state = self.state, state
         self._notify()
         self.mesh.on_event("peer_state", self.peer_id, {"old": old, "new": state})
-        if state == "connected":
+        if state in OPEN_STATES:
             self.connected_at = time.time()
-            self.mesh.on_event("peer_connected", self.peer_id, {"name": self.name})
-        elif state == "reconnecting":
+            self.last_heard = time.monotonic()
+            self.mesh.on_event(
+                "peer_connected", self.peer_id, {"name": self.name, "transport": self.transport}
+            )
+        else:
+            self.connected_at = None
+        if state == "reconnecting":
             self.mesh.on_event("peer_reconnecting", self.peer_id, {"attempt": self.attempts})
-        elif state in ("lost", "closed"):
+        elif state in ("lost", "closed", "limited"):
             if state == "lost":
                 self.mesh.on_event("peer_lost", self.peer_id, {"name": self.name})
             if self.outbox:
                 undelivered = list(self.outbox)
                 self.outbox.clear()
                 self.mesh.on_event("undelivered", self.peer_id, undelivered)
+        if old in ACTIVE_STATES and state not in ACTIVE_STATES:
+            self.mesh._capacity_changed()
+        self.mesh._report_changed()
 
     def _notify(self) -> None:
         """Wake every coroutine waiting in :meth:`wait_writable`."""
@@ -163,7 +318,7 @@ class PeerLink:
             return
         if self.mesh.closing:
             return
-        if self.state in ("closed", "lost"):
+        if self.state in ("closed", "lost", "limited"):
             return
         self._failed_generation = generation
         self.attempts += 1
@@ -174,19 +329,39 @@ class PeerLink:
             why,
             self.attempts,
         )
+        self._drop_channel()
         if self.attempts > self.mesh.policy.max_attempts:
             self._give_up()
             return
         self._set_state("reconnecting")
+        self._schedule_retry()
+
+    def _drop_channel(self) -> None:
+        """Forget the channel of a failed attempt; frames a relay still held go back
+        to the front of the outbox, so nothing is lost and order is kept."""
+        channel, self.channel = self.channel, None
+        pending, self._relay_pending = self._relay_pending, None
+        for relay in (channel, pending):
+            if isinstance(relay, RelayChannel):
+                self.outbox.extendleft(reversed(relay.close()))
+
+    def _schedule_retry(self) -> None:
+        generation = self.generation
         if self.initiator:
             delay = self.mesh.policy.delay(self.attempts)
+            use_relay = (
+                self.mesh.settings.relay
+                and self.mesh.send_relay is not None
+                and self.attempts >= self.mesh.settings.relay_after
+            )
 
             async def later() -> None:
                 await asyncio.sleep(delay)
-                self.signals.put_nowait({"type": "_reconnect"})
+                self.signals.put_nowait({"type": "_relay" if use_relay else "_reconnect"})
 
             self.mesh.spawn(later(), f"reconnect-{self.peer_id}")
         else:
+            self.mesh.spawn(self._invite(), f"invite-{self.peer_id}")
 
             async def wait_for_offer() -> None:
                 # Only the initiator offers; count its silence as failed attempts.
@@ -201,9 +376,29 @@ class PeerLink:
 
             self.mesh.spawn(wait_for_offer(), f"await-offer-{self.peer_id}")
 
+    async def _invite(self) -> None:
+        """Ask the offerer to (re)connect: it may not have noticed the drop."""
+        with contextlib.suppress(P2PError):
+            await self.mesh.send_signal(self.peer_id, {"type": "invite"})
+
     def _give_up(self) -> None:
         self._set_state("lost")
         self.mesh.spawn(self._close_pc(), f"close-{self.peer_id}")
+
+    def restart(self) -> bool:
+        """Start over on a lost (or limited) link; True if an attempt was started."""
+        if self.state not in ("lost", "limited") or self.mesh.closing:
+            return False
+        if not self.mesh.has_capacity():
+            return False
+        self.attempts = 0
+        self.limited_reason = None
+        self._set_state("reconnecting")
+        if self.initiator:
+            self.signals.put_nowait({"type": "_reconnect"})
+        else:
+            self._schedule_retry()
+        return True
 
     # ------------------------------------------------------ peer connection
     async def _new_pc(self) -> RTCPeerConnection:
@@ -223,9 +418,10 @@ class PeerLink:
         return pc
 
     async def _close_pc(self) -> None:
-        pc, self.pc, self.channel = self.pc, None, None
+        pc, self.pc = self.pc, None
+        self._drop_channel()
+        self.generation += 1  # callbacks of the old connection are ignored from here
         if pc is not None:
-            self.generation += 1  # callbacks of the old connection are ignored from here
             await pc.close()
 
     def _attach_channel(self, channel: RTCDataChannel, gen: int) -> None:
@@ -249,14 +445,62 @@ class PeerLink:
             return
         if self.pc is not None:
             enlarge_socket_buffers(self.pc)
-        while self.outbox:
-            self.channel.send(self.outbox.popleft())
+        self._flush()
         if self.attempts:
             self.reconnects += 1
         self.attempts = 0
-        self._set_state("connected")
+        self._set_state("connected" if self.transport == "direct" else "relayed")
 
+    def _flush(self) -> None:
+        assert self.channel is not None
+        while self.outbox:
+            self._transmit(self.outbox.popleft())
+
+    def _transmit(self, data: str | bytes) -> None:
+        assert self.channel is not None
+        self.channel.send(data)
+        self.bytes_sent += len(data)
+        self.messages_sent += 1
+
+    # ----------------------------------------------------------------- relay
+    async def _start_relay(self) -> None:
+        """Offerer: close the direct attempt and ask the peer to relay with us."""
+        if self.state != "reconnecting":
+            return
+        await self._close_pc()
+        self.generation += 1
+        gen = self.generation
+        relay = RelayChannel(self)
+        self._relay_pending = relay
+        relay.send(protocol.RelayOpen().encode())
+        log.info("link %s -> %s: trying the signaling relay", self.mesh.local_id, self.peer_id)
+        self._watch(gen)
+
+    async def _accept_relay(self) -> None:
+        """Answerer: the offerer relays; answer once and switch."""
+        if self.state == "closed" or self.transport == "relay":
+            return
+        if self.state == "limited" and not self.mesh.has_capacity(excluding=self):
+            return
+        await self._close_pc()
+        self.generation += 1
+        self.channel = RelayChannel(self)
+        self.channel.send(protocol.RelayOpen().encode())
+        self._on_open(self.generation)
+
+    def _relay_confirmed(self) -> None:
+        """Offerer: the peer answered our relay-open."""
+        relay, self._relay_pending = self._relay_pending, None
+        if relay is None:
+            return
+        self.channel = relay
+        self._on_open(self.generation)
+
+    # ------------------------------------------------------------ receiving
     def _on_message(self, data: str | bytes) -> None:
+        self.bytes_received += len(data)
+        self.messages_received += 1
+        self.last_heard = time.monotonic()
         if isinstance(data, bytes):
             self.mesh.on_event("binary", self.peer_id, data)
             return
@@ -270,6 +514,13 @@ class PeerLink:
             self.send(protocol.Pong(id=msg.id, ts=msg.ts).encode())
         elif isinstance(msg, protocol.Pong):
             self.rtt = max(0.0, time.time() - msg.ts)
+        elif isinstance(msg, protocol.MeshReport):
+            self.mesh._on_report(self.peer_id, msg)
+        elif isinstance(msg, protocol.RelayOpen):
+            if self._relay_pending is not None:
+                self._relay_confirmed()
+            elif self.transport != "relay":
+                self.signals.put_nowait({"type": "_accept_relay"})
         else:
             self.mesh.on_event("control", self.peer_id, msg)
 
@@ -277,9 +528,10 @@ class PeerLink:
     def send(self, data: str | bytes) -> None:
         """Send now, or queue (bounded) while the link is opening or re-opening."""
         if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(data)
-        elif self.state in ("closed", "lost"):
-            raise PeerUnavailable(f"link to peer {self.peer_id} is {self.state}")
+            self._transmit(data)
+        elif self.state in ("closed", "lost", "limited"):
+            reason = f" ({self.limited_reason})" if self.limited_reason else ""
+            raise PeerUnavailable(f"link to peer {self.peer_id} is {self.state}{reason}")
         elif len(self.outbox) >= MAX_OUTBOX:
             raise PeerUnavailable(
                 f"peer {self.peer_id} is {self.state} and {MAX_OUTBOX} messages are queued"
@@ -294,7 +546,7 @@ class PeerLink:
         buffer, not by what the caller wants to send.
         """
         while True:
-            if self.state in ("closed", "lost"):
+            if self.state in ("closed", "lost", "limited"):
                 raise PeerUnavailable(f"link to peer {self.peer_id} is {self.state}")
             channel = self.channel
             if (
@@ -305,25 +557,96 @@ class PeerLink:
                 return
             await self._wake.wait()
 
+    def ping(self, now: float) -> None:
+        """Called every ``ping_interval``: fail a silent link, else send a ping."""
+        if self.state not in OPEN_STATES:
+            return
+        timeout = self.mesh.settings.pong_timeout
+        if self.last_heard is not None and now - self.last_heard > timeout:
+            self._attempt_failed(self.generation, f"nothing heard for {timeout:g} s")
+            return
+        with contextlib.suppress(PeerUnavailable):
+            self.send(protocol.Ping(id=uuid.uuid4().hex[:16], ts=time.time()).encode())
+
+    async def refresh_stats(self) -> None:
+        """aiortc's view of the round trip: SCTP's smoothed RTT (getStats() of a
+        data-channel-only connection has no transport entries in aiortc 1.16)."""
+        pc = self.pc
+        if pc is None or self.state != "connected":
+            self.stats_rtt = None
+            return
+        stats: list[Any] = []
+        with contextlib.suppress(Exception):  # a closing connection may fail; best effort
+            stats = list((await pc.getStats()).values())
+        for stat in stats:
+            rtt = getattr(stat, "roundTripTime", None) or getattr(
+                stat, "currentRoundTripTime", None
+            )
+            if isinstance(rtt, int | float):
+                self.stats_rtt = float(rtt)
+                return
+        srtt = getattr(pc.sctp, "_srtt", None) if pc.sctp is not None else None
+        self.stats_rtt = float(srtt) if isinstance(srtt, int | float) else None
+
     # ------------------------------------------------------------ signals
     async def run(self) -> None:
         """Make the offer if it is ours to make, then apply signals in order."""
         if self.initiator:
-            await self._offer()
+            await self._guarded(self._first_offer())
         while True:
             signal = await self.signals.get()
-            try:
-                if signal.get("type") == "_reconnect":
-                    if self.state == "reconnecting":
-                        await self._offer()
-                    continue
-                await self._apply(signal)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                # A malformed SDP or candidate must not end the worker: report it.
-                log.warning("bad %s from %s: %s", signal.get("type"), self.peer_id, exc)
-                self.mesh.on_event(
-                    "error", self.peer_id, ProtocolError(f"bad signal from {self.peer_id}: {exc}")
-                )
+            await self._guarded(self._handle(signal))
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # A malformed SDP or candidate must not end the worker: report it.
+            log.warning("bad signal from %s: %s", self.peer_id, exc)
+            self.mesh.on_event(
+                "error", self.peer_id, ProtocolError(f"bad signal from {self.peer_id}: {exc}")
+            )
+        except P2PError as exc:
+            # Signaling is down or the peer is away: the watchdog retries later.
+            log.info("link %s: %s", self.peer_id, exc)
+
+    async def _first_offer(self) -> None:
+        if not self.mesh.has_capacity(excluding=self):
+            self._limit(f"our max_connections ({self.mesh.max_connections})", here=True)
+            # tell the peer, or it would wait for our offer forever
+            await self.mesh.send_signal(
+                self.peer_id, {"type": "refuse", "reason": "max_connections"}
+            )
+            return
+        await self._offer()
+
+    async def _handle(self, signal: dict[str, Any]) -> None:
+        kind = signal.get("type")
+        if kind == "_reconnect":
+            if self.state == "reconnecting":
+                await self._offer()
+        elif kind == "_relay":
+            await self._start_relay()
+        elif kind == "_accept_relay":
+            await self._accept_relay()
+        elif kind == "refuse":
+            await self._close_pc()
+            self._limit("the peer's max_connections", here=False)
+        elif kind == "invite":
+            if not self.initiator:
+                return
+            if self.state in OPEN_STATES:
+                # the peer lost the link and we did not notice: start again now
+                self._attempt_failed(self.generation, "peer asked to reconnect")
+            elif self.state in ("lost", "limited"):
+                self.restart()
+        else:
+            await self._apply(signal)
+
+    def _limit(self, reason: str, *, here: bool) -> None:
+        self.limited_reason = reason
+        self.limited_here = here
+        self._set_state("limited")
 
     async def _offer(self) -> None:
         pc = await self._new_pc()
@@ -334,7 +657,8 @@ class PeerLink:
             ),
             gen,
         )
-        if self.state == "new":
+        if self.state in ("new", "limited"):
+            self.limited_reason = None
             self._set_state("connecting")
         await pc.setLocalDescription(await pc.createOffer())
         await self._send_description(pc)
@@ -346,12 +670,24 @@ class PeerLink:
     async def _apply(self, signal: dict[str, Any]) -> None:
         kind = signal.get("type")
         if kind == "offer" and not self.initiator:
+            if self.state in ("new", "limited", "lost") and not self.mesh.has_capacity(
+                excluding=self
+            ):
+                self._limit(f"our max_connections ({self.mesh.max_connections})", here=True)
+                await self.mesh.send_signal(
+                    self.peer_id, {"type": "refuse", "reason": "max_connections"}
+                )
+                return
             # A new offer on a used connection means the initiator is reconnecting.
             pc = self.pc
             if pc is None or pc.remoteDescription is not None:
                 pc = await self._new_pc()
-            if self.state == "new":
+            if self.state in ("new", "limited"):
+                self.limited_reason = None
                 self._set_state("connecting")
+            elif self.state in ("lost", "relayed"):
+                self.attempts = 0
+                self._set_state("reconnecting")
             await pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             await self._send_description(pc)
@@ -378,6 +714,7 @@ class PeerLink:
         candidate.sdpMLineIndex = cand.get("sdpMLineIndex")
         await pc.addIceCandidate(candidate)
 
+    # ------------------------------------------------------------- reports
     def status(self) -> LinkStatus:
         return LinkStatus(
             peer_id=self.peer_id,
@@ -390,7 +727,41 @@ class PeerLink:
             buffered=self.channel.bufferedAmount if self.channel is not None else 0,
             reconnects=self.reconnects,
             rtt=self.rtt,
+            transport=self.transport,
+            limited_reason=self.limited_reason,
         )
+
+    def quality(self) -> ConnectionQuality:
+        now = time.monotonic()
+        return ConnectionQuality(
+            peer_id=self.peer_id,
+            state=self.state,
+            transport=self.transport,
+            rtt=self.rtt,
+            stats_rtt=self.stats_rtt,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            messages_sent=self.messages_sent,
+            messages_received=self.messages_received,
+            buffered=self.channel.bufferedAmount if self.channel is not None else 0,
+            queued=len(self.outbox),
+            connected_for=(
+                time.time() - self.connected_at
+                if self.connected_at is not None and self.state in OPEN_STATES
+                else None
+            ),
+            reconnects=self.reconnects,
+            last_heard=now - self.last_heard if self.last_heard is not None else None,
+        )
+
+    async def cut(self) -> None:
+        """Test hook: close this link's transport as a network failure would.
+
+        The link goes through ``reconnecting`` and comes back on its own."""
+        if self.pc is not None:
+            await self.pc.close()
+        elif isinstance(self.channel, RelayChannel):
+            self._attempt_failed(self.generation, "relay cut")
 
     async def close(self) -> None:
         self._set_state("closed")
@@ -408,16 +779,34 @@ class Mesh:
         on_event: OnEvent,
         ice_servers: list[RTCIceServer],
         policy: ReconnectPolicy | None = None,
+        settings: MeshSettings | None = None,
+        send_relay: SendRelay | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.local_id = local_id
         self.send_signal = send_signal
+        self.send_relay = send_relay
         self.on_event = on_event
         self.ice_servers = ice_servers
-        self.policy = policy or ReconnectPolicy()
+        settings = settings or MeshSettings()
+        if policy is not None:
+            settings = MeshSettings(**{**settings.__dict__, "reconnect": policy})
+        self.settings = settings
+        self.max_connections = max_connections
         self.links: dict[str, PeerLink] = {}
+        self.reports: dict[str, dict[str, str]] = {}
+        """The latest ``mesh-report`` of each peer: its links and their states."""
+        self._report_wake = asyncio.Event()
         self._workers: dict[str, asyncio.Task[Any]] = {}
         self._tasks = TaskSet(f"mesh-{local_id}")
         self.closing = False
+        self._tasks.spawn(self._ping_loop(), "ping")
+        if settings.quality_interval is not None:
+            self._tasks.spawn(self._quality_loop(settings.quality_interval), "quality")
+
+    @property
+    def policy(self) -> ReconnectPolicy:
+        return self.settings.reconnect
 
     def spawn(self, coro: Any, name: str) -> None:
         if self.closing:
@@ -439,8 +828,17 @@ class Mesh:
         link = self.links.get(from_id) or self.add_peer(from_id, from_id)
         link.signals.put_nowait(data)
 
+    def handle_relay(self, from_id: str, data: str | bytes) -> None:
+        """A data-channel frame that came through the signaling relay."""
+        link = self.links.get(from_id)
+        if link is None or link.state == "closed":
+            log.info("relayed frame from unknown peer %s dropped", from_id)
+            return
+        link._on_message(data)
+
     async def remove_peer(self, peer_id: str) -> None:
         link = self.links.pop(peer_id, None)
+        self.reports.pop(peer_id, None)
         worker = self._workers.pop(peer_id, None)
         if worker is not None:
             worker.cancel()
@@ -458,7 +856,95 @@ class Mesh:
         self.link(peer_id).send(data)
 
     def connected_peers(self) -> list[str]:
-        return [pid for pid, link in self.links.items() if link.state == "connected"]
+        """Peers messages reach now: direct links and relayed ones."""
+        return [pid for pid, link in self.links.items() if link.state in OPEN_STATES]
+
+    def reachable(self) -> list[str]:
+        """Peers a broadcast goes to: open, opening or re-opening links (queued)."""
+        return [
+            pid
+            for pid, link in self.links.items()
+            if link.state not in ("lost", "closed", "limited")
+        ]
+
+    # ---------------------------------------------------------- capacity
+    def active_count(self, excluding: PeerLink | None = None) -> int:
+        return sum(
+            1
+            for link in self.links.values()
+            if link is not excluding and link.state in ACTIVE_STATES
+        )
+
+    def has_capacity(self, excluding: PeerLink | None = None) -> bool:
+        limit = self.max_connections
+        return limit is None or self.active_count(excluding) < limit
+
+    def _capacity_changed(self) -> None:
+        """A slot may be free: retry limited links (we offer, or invite the offerer)."""
+        if self.closing:
+            return
+        for link in list(self.links.values()):
+            if link.state != "limited" or not link.limited_here or not self.has_capacity():
+                continue
+            if link.initiator:
+                link.restart()
+            else:
+                self.spawn(link._invite(), f"invite-{link.peer_id}")
+
+    def set_max_connections(self, limit: int | None) -> None:
+        """Lowering it keeps existing links; raising it retries limited ones."""
+        self.max_connections = limit
+        self._capacity_changed()
+
+    # ------------------------------------------------------------ reports
+    def report(self) -> dict[str, str]:
+        return {pid: link.state for pid, link in self.links.items()}
+
+    def _on_report(self, peer_id: str, msg: protocol.MeshReport) -> None:
+        self.reports[peer_id] = msg.links
+        self._report_wake.set()
+        self._report_wake = asyncio.Event()
+        if msg.request:
+            with contextlib.suppress(PeerUnavailable):
+                self.send(peer_id, protocol.MeshReport(self.report()).encode())
+
+    def _report_changed(self) -> None:
+        """Tell open peers our links changed (what ``validate_mesh`` builds on)."""
+        report = protocol.MeshReport(self.report()).encode()
+        for pid in self.connected_peers():
+            with contextlib.suppress(PeerUnavailable):
+                self.send(pid, report)
+
+    async def collect_reports(self, timeout: float) -> None:
+        """Ask every open peer for its report; wait for all answers (or ``timeout``)."""
+        asked = self.connected_peers()
+        before = {pid: self.reports.get(pid) for pid in asked}
+        request = protocol.MeshReport(self.report(), request=True).encode()
+        fresh: set[str] = set()
+        for pid in asked:
+            with contextlib.suppress(PeerUnavailable):
+                self.send(pid, request)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while len(fresh) < len(asked):
+                    wake = self._report_wake
+                    await wake.wait()
+                    fresh |= {pid for pid in asked if self.reports.get(pid) is not before[pid]}
+
+    # --------------------------------------------------- liveness, quality
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ping_interval)
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                link.ping(now)
+
+    async def _quality_loop(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            for link in list(self.links.values()):
+                await link.refresh_stats()
+                self.on_event("quality", link.peer_id, link.quality())
 
     async def close(self) -> None:
         self.closing = True
@@ -467,3 +953,15 @@ class Mesh:
         links = list(self.links.values())
         self.links.clear()
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+
+__all__ = [
+    "ConnectionQuality",
+    "LinkStatus",
+    "Mesh",
+    "MeshSettings",
+    "PeerLink",
+    "ReconnectPolicy",
+    "RelayChannel",
+    "SignalingError",
+]

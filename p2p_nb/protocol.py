@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .capabilities import Capabilities
 from .errors import ProtocolError
 
 PROTOCOL_VERSION = 1
@@ -71,6 +72,51 @@ class Pong:
 
     def encode(self) -> str:
         return _dump({"v": PROTOCOL_VERSION, "type": "pong", "id": self.id, "ts": self.ts})
+
+
+@dataclass(frozen=True)
+class CapabilitiesUpdate:
+    """The sender's capabilities changed (``rev`` orders updates)."""
+
+    capabilities: Capabilities
+
+    def encode(self) -> str:
+        return _dump(
+            {"v": PROTOCOL_VERSION, "type": "capabilities", "caps": self.capabilities.to_wire()}
+        )
+
+
+LINK_REPORT_STATES = frozenset(
+    {"new", "connecting", "connected", "reconnecting", "relayed", "limited", "lost", "closed"}
+)
+MAX_REPORTED_LINKS = 256
+
+
+@dataclass(frozen=True)
+class MeshReport:
+    """The sender's links, as it sees them: ``{peer_id: state}``; ``request``
+    asks the receiver to answer with its own report."""
+
+    links: dict[str, str]
+    request: bool = False
+
+    def encode(self) -> str:
+        return _dump(
+            {
+                "v": PROTOCOL_VERSION,
+                "type": "mesh-report",
+                "links": self.links,
+                "request": self.request,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class RelayOpen:
+    """Sent through the signaling relay: "I carry our traffic this way from now on"."""
+
+    def encode(self) -> str:
+        return _dump({"v": PROTOCOL_VERSION, "type": "relay-open"})
 
 
 @dataclass(frozen=True)
@@ -144,7 +190,42 @@ MAX_FILE_NAME_CHARS = 1024
 """Longest offered name accepted on the wire; the receiver shortens it further to save."""
 MAX_META_BYTES = 32 * 1024
 
-Message = ChatMessage | Ping | Pong | FileOffer | FileControl | UnknownMessage
+Message = (
+    ChatMessage
+    | Ping
+    | Pong
+    | FileOffer
+    | FileControl
+    | CapabilitiesUpdate
+    | MeshReport
+    | RelayOpen
+    | UnknownMessage
+)
+BUILTIN_TYPES = frozenset(
+    {"chat", "ping", "pong", "file-offer", "capabilities", "mesh-report", "relay-open"}
+    | FILE_CONTROL_TYPES
+)
+"""Types this version defines; applications register handlers only for other types."""
+
+
+def encode_custom(kind: str, payload: dict[str, Any]) -> str:
+    """An application's own message: the envelope plus ``payload``'s fields."""
+    if not isinstance(kind, str) or not kind or len(kind) > MAX_ID_CHARS:
+        raise ValueError(f"a message type is a non-empty string of at most {MAX_ID_CHARS}")
+    if kind in BUILTIN_TYPES:
+        raise ValueError(f"{kind!r} is a built-in message type")
+    if not isinstance(payload, dict):
+        raise TypeError("payload must be a dict")
+    if "v" in payload or "type" in payload:
+        raise ValueError("payload must not contain the envelope fields 'v' and 'type'")
+    try:
+        data = _dump({"v": PROTOCOL_VERSION, "type": kind, **payload})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"payload is not JSON-serialisable: {exc}") from exc
+    if len(data.encode()) > MAX_CONTROL_BYTES:
+        raise ValueError(f"message exceeds {MAX_CONTROL_BYTES} bytes; share it as a file")
+    return data
+
 
 # Binary frames: one file chunk each.
 #   byte 0      frame type (1 = chunk)
@@ -246,7 +327,28 @@ def decode(data: str | bytes) -> Message:
         return Ping(id=_str(obj, "id", MAX_ID_CHARS), ts=_number(obj, "ts"))
     if kind == "pong":
         return Pong(id=_str(obj, "id", MAX_ID_CHARS), ts=_number(obj, "ts"))
+    if kind == "capabilities":
+        return CapabilitiesUpdate(Capabilities.from_wire(obj.get("caps")))
+    if kind == "mesh-report":
+        return _mesh_report(obj)
+    if kind == "relay-open":
+        return RelayOpen()
     return UnknownMessage(type=kind, payload=obj)
+
+
+def _mesh_report(obj: dict[str, Any]) -> MeshReport:
+    links = obj.get("links")
+    if not isinstance(links, dict) or len(links) > MAX_REPORTED_LINKS:
+        raise ProtocolError(
+            f"field 'links' must be an object of at most {MAX_REPORTED_LINKS} entries"
+        )
+    for pid, state in links.items():
+        if not pid or len(pid) > MAX_ID_CHARS or state not in LINK_REPORT_STATES:
+            raise ProtocolError(f"bad link entry {pid!r}: {state!r}")
+    request = obj.get("request", False)
+    if not isinstance(request, bool):
+        raise ProtocolError("field 'request' must be a boolean")
+    return MeshReport(links=dict(links), request=request)
 
 
 def _transfer_id(obj: dict[str, Any]) -> str:

@@ -1,12 +1,19 @@
 """Signaling client: the only part of a peer that talks to a server.
 
 It joins a room, learns who is there and relays WebRTC offers, answers and
-candidates to one peer at a time. Chat and files never pass through here.
+candidates to one peer at a time. Chat and files pass through here only for a
+pair of peers that cannot connect directly (the ``relay`` event).
+
+A lost connection is re-established on its own (backoff with jitter, without
+end) and the room is re-joined under the same peer id with the resume secret
+the server gave at the first join, so the room sees no one leave or arrive.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import socketio
 
-from .errors import AuthError, P2PTimeoutError, SignalingError
+from .errors import AuthError, P2PError, P2PTimeoutError, SignalingError
+from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +35,8 @@ class RemotePeer:
     peer_id: str
     name: str
     capabilities: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
+    """Announced again after a server restart (a peer we may already know)."""
 
     @classmethod
     def from_wire(cls, data: Any) -> RemotePeer:
@@ -37,6 +47,7 @@ class RemotePeer:
             peer_id=data["peer_id"],
             name=str(data.get("name") or data["peer_id"]),
             capabilities=caps if isinstance(caps, dict) else {},
+            resumed=data.get("resumed") is True,
         )
 
 
@@ -46,6 +57,23 @@ class JoinResult:
     peer_id: str
     name: str
     peers: list[RemotePeer]
+    resume_secret: str | None = None
+    resumed: bool = False
+    relay: bool = False
+    """The server relays data for pairs that cannot connect directly."""
+
+
+@dataclass(frozen=True)
+class ReconnectSettings:
+    """How the client gets back to the signaling server after losing it."""
+
+    base_delay: float = 0.25
+    max_delay: float = 5.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
+        return float(base * random.uniform(1 - self.jitter, 1 + self.jitter))
 
 
 def normalise_base_url(url: str) -> str:
@@ -75,12 +103,27 @@ class SignalingClient:
         on_peer_left: Callable[[str, str], None],
         on_signal: Callable[[str, dict[str, Any]], None],
         on_disconnected: Callable[[], None],
+        on_peer_updated: Callable[[RemotePeer], None] | None = None,
+        on_relay: Callable[[str, str | bytes], None] | None = None,
+        on_rejoined: Callable[[JoinResult | None, Exception | None], None] | None = None,
+        reconnect: ReconnectSettings | None = None,
     ) -> None:
+        # Our own reconnection (not python-socketio's): after it we must re-join
+        # with the resume secret before anything else is sent.
         self._sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
         self._on_peer_joined = on_peer_joined
         self._on_peer_left = on_peer_left
         self._on_signal = on_signal
         self._on_disconnected = on_disconnected
+        self._on_peer_updated = on_peer_updated
+        self._on_relay = on_relay
+        self._on_rejoined = on_rejoined
+        self.reconnect_settings = reconnect or ReconnectSettings()
+        self._tasks = TaskSet("signaling")
+        self._target: tuple[str, str | None, float] | None = None
+        self._membership: tuple[str, str, dict[str, Any]] | None = None
+        self._resume: dict[str, str] | None = None
+        self.reconnects = 0
         self._closing = False
         self._refusal: str | None = None
         self.base_url = ""
@@ -108,6 +151,27 @@ class SignalingClient:
             else:
                 log.warning("ignoring malformed signal from server: %r", data)
 
+        @sio.on("peer_updated")  # type: ignore[untyped-decorator]
+        def _updated(data: Any) -> None:
+            if self._on_peer_updated is None:
+                return
+            try:
+                self._on_peer_updated(RemotePeer.from_wire(data))
+            except SignalingError as exc:
+                log.warning("%s", exc)
+
+        @sio.on("relay")  # type: ignore[untyped-decorator]
+        def _relay(data: Any) -> None:
+            if (
+                self._on_relay is not None
+                and isinstance(data, dict)
+                and isinstance(data.get("from"), str)
+                and isinstance(data.get("data"), str | bytes)
+            ):
+                self._on_relay(data["from"], data["data"])
+            else:
+                log.warning("ignoring malformed relay from server")
+
         @sio.on("error")  # type: ignore[untyped-decorator]
         def _error(data: Any) -> None:
             log.debug("signaling server reported: %r", data)
@@ -122,12 +186,65 @@ class SignalingClient:
             if not self._closing:
                 log.warning("signaling connection lost (%s)", reason)
                 self._on_disconnected()
+                if self._target is not None:
+                    self._tasks.spawn(self._reconnect_loop(), "reconnect")
+
+    async def _reconnect_loop(self) -> None:
+        """Back to the server, then back into the room under the same id."""
+        assert self._target is not None
+        url, token, timeout = self._target
+        attempt = 0
+        while not self._closing:
+            attempt += 1
+            await asyncio.sleep(self.reconnect_settings.delay(attempt))
+            if self._sio.connected:
+                break
+            try:
+                await self._sio.connect(
+                    url,
+                    headers={"Authorization": f"token {token}"} if token else {},
+                    auth={"token": token} if token else None,
+                    transports=["websocket"],
+                    socketio_path=self._path,
+                    wait_timeout=timeout,
+                )
+            except (socketio.exceptions.ConnectionError, ValueError) as exc:
+                log.info("signaling reconnect attempt %d failed: %s", attempt, exc)
+                await self._release()
+                continue
+            break
+        if self._closing:
+            return
+        self.reconnects += 1
+        log.info("signaling connection back after %d attempt(s)", attempt)
+        if self._membership is None:
+            if self._on_rejoined is not None:
+                self._on_rejoined(None, None)
+            return
+        room, name, caps = self._membership
+        result: JoinResult | None = None
+        error: P2PError | None = None
+        try:
+            result = await self.join(room, name, caps, timeout=timeout, resume=self._resume)
+        except P2PError as exc:
+            error = exc
+        if isinstance(error, SignalingError) and error.code == "invalid_resume":
+            log.warning("resume refused (%s): joining under a new id", error)
+            try:
+                result, error = await self.join(room, name, caps, timeout=timeout), None
+            except P2PError as exc:
+                error = exc
+        if error is not None:
+            log.warning("rejoin failed: %s", error)
+        if self._on_rejoined is not None:
+            self._on_rejoined(result, error)
 
     async def connect(self, url: str, token: str | None, *, timeout: float = 10.0) -> None:
         """Connect, turning the library's vague failures into precise errors."""
         base = normalise_base_url(url)
         self.base_url = base
         path = urlsplit(base).path.lstrip("/") + "p2p/socket.io"
+        self._path = path
         headers = {"Authorization": f"token {token}"} if token else {}
         auth = {"token": token} if token else None
         try:
@@ -142,6 +259,7 @@ class SignalingClient:
         except socketio.exceptions.ConnectionError as exc:
             await self._release()
             raise await self._diagnose(base, token, exc) from exc
+        self._target = (base, token, timeout)
 
     async def _release(self) -> None:
         """A failed connect leaves engine.io's HTTP session open; close it."""
@@ -190,8 +308,11 @@ class SignalingClient:
             raise P2PTimeoutError(
                 f"signaling server did not answer {event!r} in {timeout}s"
             ) from exc
-        except socketio.exceptions.BadNamespaceError as exc:
-            raise SignalingError("not connected to the signaling server", "disconnected") from exc
+        except socketio.exceptions.SocketIOError as exc:
+            raise SignalingError(
+                f"not connected to the signaling server ({exc or type(exc).__name__})",
+                "disconnected",
+            ) from exc
         if not isinstance(reply, dict):
             raise SignalingError(f"unexpected reply to {event!r}: {reply!r}", "bad_reply")
         if not reply.get("ok"):
@@ -203,25 +324,61 @@ class SignalingClient:
         return reply
 
     async def join(
-        self, room: str, name: str, capabilities: dict[str, Any], *, timeout: float = 10.0
+        self,
+        room: str,
+        name: str,
+        capabilities: dict[str, Any],
+        *,
+        timeout: float = 10.0,
+        resume: dict[str, str] | None = None,
     ) -> JoinResult:
-        reply = await self._call(
-            "join", {"room": room, "name": name, "capabilities": capabilities}, timeout
-        )
+        payload: dict[str, Any] = {
+            "room": room,
+            "name": name,
+            "capabilities": capabilities,
+            "resumable": True,
+        }
+        if resume is not None:
+            payload["resume"] = resume
+        reply = await self._call("join", payload, timeout)
         peers = reply.get("peers")
         if not isinstance(reply.get("peer_id"), str) or not isinstance(peers, list):
             raise SignalingError(f"malformed join reply: {reply!r}", "bad_reply")
-        return JoinResult(
+        secret = reply.get("resume_secret")
+        result = JoinResult(
             room=str(reply.get("room", room)),
             peer_id=reply["peer_id"],
             name=str(reply.get("name", name)),
             peers=[RemotePeer.from_wire(p) for p in peers],
+            resume_secret=secret if isinstance(secret, str) else None,
+            resumed=reply.get("resumed") is True,
+            relay=reply.get("relay") is True,
         )
+        self._membership = (result.room, name, capabilities)
+        self._resume = (
+            {"peer_id": result.peer_id, "secret": result.resume_secret}
+            if result.resume_secret
+            else None
+        )
+        return result
+
+    async def update(self, capabilities: dict[str, Any], *, timeout: float = 10.0) -> None:
+        """Tell the room (and later joiners) our new capabilities."""
+        if self._membership is not None:
+            room, name, _ = self._membership
+            self._membership = (room, name, capabilities)
+        await self._call("update", {"capabilities": capabilities}, timeout)
+
+    async def relay(self, to: str, data: str | bytes, *, timeout: float = 10.0) -> None:
+        """One data-channel frame for ``to``, through the server (acknowledged)."""
+        await self._call("relay", {"to": to, "data": data}, timeout)
 
     async def signal(self, to: str, payload: dict[str, Any], *, timeout: float = 10.0) -> None:
         await self._call("signal", {"to": to, **payload}, timeout)
 
     async def leave(self, *, timeout: float = 5.0) -> None:
+        self._membership = None
+        self._resume = None
         await self._call("leave", {}, timeout)
 
     @property
@@ -230,6 +387,7 @@ class SignalingClient:
 
     async def close(self) -> None:
         self._closing = True
+        await self._tasks.aclose()
         if self._sio.connected:
             await self._sio.disconnect()
         await self._release()

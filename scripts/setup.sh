@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 util-linux)
+APT_PACKAGES=(iproute2 util-linux nftables)
 [ "${P2P_NB_SETUP_BROWSER:-1}" = 1 ] && APT_PACKAGES+=(chromium)
 
 missing=()

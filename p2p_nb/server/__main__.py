@@ -40,14 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="browser origin allowed to connect (repeatable); default: same origin only",
     )
     p.add_argument("--max-peers-per-room", type=int, default=ServerLimits.max_peers_per_room)
+    p.add_argument(
+        "--resume-grace",
+        type=float,
+        default=ServerLimits.resume_grace,
+        help="seconds a dropped peer keeps its place before others hear it left",
+    )
+    p.add_argument(
+        "--resume-key",
+        default=None,
+        help="secret that signs resume tokens (default: $P2P_NB_RESUME_KEY, else derived "
+        "from the token); keep it across restarts so peers keep their ids",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
 
 async def serve(args: argparse.Namespace) -> None:
     token = None if args.no_token else (args.token or secrets.token_hex(24))
-    limits = ServerLimits(max_peers_per_room=args.max_peers_per_room)
-    app, _ = create_app(token, limits=limits, cors_allowed_origins=args.cors_origin)
+    limits = ServerLimits(
+        max_peers_per_room=args.max_peers_per_room, resume_grace=args.resume_grace
+    )
+    app, _ = create_app(
+        token,
+        limits=limits,
+        cors_allowed_origins=args.cors_origin,
+        resume_key=args.resume_key.encode() if args.resume_key else None,
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

@@ -8,8 +8,13 @@ peers exchange only what WebRTC needs to find each other.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +29,8 @@ from .limits import ROOM_NAME_RE, ServerLimits
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
-SIGNAL_TYPES = frozenset({"offer", "answer", "candidate"})
+SIGNAL_TYPES = frozenset({"offer", "answer", "candidate", "refuse", "invite"})
+PEER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 Authenticate = Callable[[dict[str, Any], Any], Awaitable[str]]
 """Auth hook: given the WSGI-style environ and the Socket.IO ``auth`` payload,
@@ -53,11 +59,21 @@ class PeerRecord:
     room: str | None = None
     name: str = ""
     capabilities: dict[str, Any] = field(default_factory=dict)
+    resumable: bool = False
+    """The client said it rejoins with ``resume`` after a drop: keep its slot."""
     tokens: float = 0.0
     last_refill: float = field(default_factory=time.monotonic)
 
     def public(self) -> dict[str, Any]:
         return {"peer_id": self.peer_id, "name": self.name, "capabilities": self.capabilities}
+
+
+@dataclass
+class AwaySlot:
+    """A joined peer whose connection dropped: its place is kept for a grace period."""
+
+    record: PeerRecord
+    expiry: asyncio.TimerHandle | None = None
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -108,7 +124,8 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 data = {}
             if not isinstance(data, dict):
                 raise RequestRejected("invalid", f"'{event}' expects a JSON object")
-            _bounded_json(data, self.service.limits.max_payload_bytes, f"{event!r} payload")
+            if event != "relay":  # relay carries bytes; it checks its own size
+                _bounded_json(data, self.service.limits.max_payload_bytes, f"{event!r} payload")
             return await handler(sid, data)
         except RequestRejected as exc:
             log.info("rejected %s from %s: %s", event, sid, exc.message)
@@ -152,7 +169,8 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         )
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        await self.service.remove(sid, "disconnected")
+        # The peer may come back (same id, ``resume``) within the grace period.
+        await self.service.step_away(sid)
         self.service.peers.pop(sid, None)
 
     async def on_join(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -175,10 +193,13 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
         if any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise RequestRejected("invalid", "'name' must not contain control characters")
-        caps = data.get("capabilities", {})
-        if not isinstance(caps, dict):
-            raise RequestRejected("invalid", "'capabilities' must be an object")
-        _bounded_json(caps, limits.max_capabilities_bytes, "capabilities")
+        caps = self._capabilities(data)
+        resumable = data.get("resumable", False)
+        if not isinstance(resumable, bool):
+            raise RequestRejected("invalid", "'resumable' must be a boolean")
+        peer.resumable = resumable or data.get("resume") is not None
+        if data.get("resume") is not None:
+            return await self._resume(sid, peer, room, name, caps, data["resume"])
         members = svc.rooms.get(room)
         if members is None and len(svc.rooms) >= limits.max_rooms:
             raise RequestRejected("server_full", f"the server already has {limits.max_rooms} rooms")
@@ -186,23 +207,136 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise RequestRejected(
                 "room_full", f"room {room!r} already has {limits.max_peers_per_room} peers"
             )
-        peer.peer_id = secrets.token_hex(8)
+        return await self._enter(sid, peer, room, secrets.token_hex(8), name, caps)
+
+    def _capabilities(self, data: dict[str, Any]) -> dict[str, Any]:
+        caps = data.get("capabilities", {})
+        if not isinstance(caps, dict):
+            raise RequestRejected("invalid", "'capabilities' must be an object")
+        _bounded_json(caps, self.service.limits.max_capabilities_bytes, "capabilities")
+        return caps
+
+    async def _enter(
+        self,
+        sid: str,
+        peer: PeerRecord,
+        room: str,
+        peer_id: str,
+        name: str,
+        caps: dict[str, Any],
+        *,
+        resumed: bool = False,
+        announce: bool = True,
+    ) -> dict[str, Any]:
+        svc = self.service
+        members = svc.rooms.get(room, {})
+        others = [svc.member(room, pid) for pid in members if pid != peer_id]
+        peer.peer_id = peer_id
         peer.room = room
-        peer.name = name or peer.peer_id
+        peer.name = name or peer_id
         peer.capabilities = caps
-        others = [svc.peers[s].public() for s in (members or {}).values()]
-        svc.rooms.setdefault(room, {})[peer.peer_id] = sid
+        svc.rooms.setdefault(room, {})[peer_id] = sid
         await self.enter_room(sid, room)
-        await self.emit("peer_joined", peer.public(), room=room, skip_sid=sid)
-        log.info("%s joined %s as %s (%s)", sid, room, peer.peer_id, peer.name)
+        if announce:
+            record = {**peer.public(), "resumed": resumed}
+            await self.emit("peer_joined", record, room=room, skip_sid=sid)
+        log.info(
+            "%s %s %s as %s (%s)", sid, "resumed in" if resumed else "joined", room, peer_id, name
+        )
         return {
             "ok": True,
             "protocol": PROTOCOL_VERSION,
             "room": room,
-            "peer_id": peer.peer_id,
+            "peer_id": peer_id,
             "name": peer.name,
             "peers": others,
+            "resume_secret": svc.resume_secret(room, peer_id),
+            "resumed": resumed,
+            "relay": svc.limits.allow_relay,
         }
+
+    async def _resume(
+        self, sid: str, peer: PeerRecord, room: str, name: str, caps: dict[str, Any], resume: Any
+    ) -> dict[str, Any]:
+        """Rejoin under the same peer id, so the room sees no leave and no newcomer."""
+        svc = self.service
+        if not isinstance(resume, dict):
+            raise RequestRejected("invalid", "'resume' must be an object {peer_id, secret}")
+        peer_id, secret = resume.get("peer_id"), resume.get("secret")
+        if not isinstance(peer_id, str) or not PEER_ID_RE.match(peer_id):
+            raise RequestRejected("invalid", "'resume.peer_id' must be 16 hex digits")
+        if not isinstance(secret, str) or not hmac.compare_digest(
+            secret.encode(), svc.resume_secret(room, peer_id).encode()
+        ):
+            raise RequestRejected("invalid_resume", "resume refused: join without 'resume'")
+        members = svc.rooms.get(room, {})
+        slot = svc.away.pop(peer_id, None)
+        if slot is not None and slot.record.room == room:
+            # came back within the grace period: nobody saw it go
+            if slot.expiry is not None:
+                slot.expiry.cancel()
+            old = slot.record
+            reply = await self._enter(sid, peer, room, peer_id, name, caps, announce=False)
+            if (old.name, old.capabilities) != (peer.name, peer.capabilities):
+                await self.emit("peer_updated", peer.public(), room=room, skip_sid=sid)
+            return {**reply, "resumed": True}
+        old_sid = members.get(peer_id)
+        if old_sid is not None and old_sid != sid and old_sid in svc.peers:
+            # the old connection is not closed yet: this one takes its place
+            old_record = svc.peers[old_sid]
+            old_record.room = old_record.peer_id = None
+            await self.leave_room(old_sid, room)
+            await svc.sio.disconnect(old_sid)
+            reply = await self._enter(sid, peer, room, peer_id, name, caps, announce=False)
+            return {**reply, "resumed": True}
+        # unknown here (the server restarted): a new slot under the old id
+        if not members and len(svc.rooms) >= svc.limits.max_rooms:
+            raise RequestRejected(
+                "server_full", f"the server already has {svc.limits.max_rooms} rooms"
+            )
+        if len(members) >= svc.limits.max_peers_per_room:
+            raise RequestRejected(
+                "room_full", f"room {room!r} already has {svc.limits.max_peers_per_room} peers"
+            )
+        return await self._enter(sid, peer, room, peer_id, name, caps, resumed=True)
+
+    async def on_update(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        """New capabilities: stored for late joiners and sent to the room."""
+        peer = self.service.peers[sid]
+        if peer.room is None:
+            raise RequestRejected("not_joined", "join a room first")
+        peer.capabilities = self._capabilities(data)
+        await self.emit("peer_updated", peer.public(), room=peer.room, skip_sid=sid)
+        return {"ok": True}
+
+    async def on_relay(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        """One data-channel frame for a peer that cannot be reached directly."""
+        svc = self.service
+        limits = svc.limits
+        peer = svc.peers[sid]
+        if not limits.allow_relay:
+            raise RequestRejected("relay_disabled", "this server does not relay data")
+        if peer.room is None:
+            raise RequestRejected("not_joined", "join a room before relaying")
+        target = _need_str(data, "to", 64)
+        frame = data.get("data")
+        if isinstance(frame, str):
+            size = len(frame.encode())
+        elif isinstance(frame, bytes):
+            size = len(frame)
+        else:
+            raise RequestRejected("invalid", "'data' must be a string or bytes")
+        if size > limits.max_relay_bytes:
+            raise RequestRejected(
+                "too_large", f"relayed frame of {size} bytes; the limit is {limits.max_relay_bytes}"
+            )
+        if len(data) > 2:
+            raise RequestRejected("invalid", "'relay' takes only 'to' and 'data'")
+        target_sid = svc.rooms.get(peer.room, {}).get(target)
+        if target_sid is None:
+            raise RequestRejected("unknown_peer", f"no peer {target!r} reachable in {peer.room!r}")
+        await self.emit("relay", {"from": peer.peer_id, "data": frame}, to=target_sid)
+        return {"ok": True}
 
     async def on_leave(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         if self.service.peers[sid].room is None:
@@ -219,20 +353,29 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         target = _need_str(data, "to", 64)
         kind = data.get("type")
         if kind not in SIGNAL_TYPES:
-            raise RequestRejected("invalid", "'type' must be one of offer, answer, candidate")
+            raise RequestRejected(
+                "invalid", "'type' must be one of offer, answer, candidate, refuse, invite"
+            )
         out: dict[str, Any] = {"from": peer.peer_id, "type": kind}
         if kind in ("offer", "answer"):
             sdp = _need_str(data, "sdp", limits.max_sdp_bytes)
             out["sdp"] = sdp
+        elif kind in ("refuse", "invite"):
+            reason = data.get("reason", "")
+            if not isinstance(reason, str) or len(reason) > 64:
+                raise RequestRejected("invalid", "'reason' must be a string of at most 64")
+            out["reason"] = reason
         else:
             cand = data.get("candidate")
             if cand is not None and not isinstance(cand, dict | str):
                 raise RequestRejected("invalid", "'candidate' must be an object, string or null")
             _bounded_json(cand, limits.max_candidate_bytes, "candidate")
             out["candidate"] = cand
-        target_sid = svc.rooms.get(peer.room, {}).get(target)
+        members = svc.rooms.get(peer.room, {})
+        target_sid = members.get(target)
         if target_sid is None:
-            raise RequestRejected("unknown_peer", f"no peer {target!r} in room {peer.room!r}")
+            what = "is reconnecting" if target in members else f"is not in room {peer.room!r}"
+            raise RequestRejected("unknown_peer", f"peer {target!r} {what}")
         await self.emit("signal", out, to=target_sid)
         return {"ok": True}
 
@@ -248,11 +391,16 @@ class SignalingService:
         limits: ServerLimits | None = None,
         client_manager: socketio.AsyncManager | None = None,
         cors_allowed_origins: list[str] | str | None = None,
+        resume_key: bytes | None = None,
     ) -> None:
         self.limits = limits or ServerLimits()
         self.authenticate = authenticate
+        self.resume_key = resume_key or secrets.token_bytes(32)
+        """Signs resume secrets; the same key after a restart lets peers keep their ids."""
         self.peers: dict[str, PeerRecord] = {}
-        self.rooms: dict[str, dict[str, str]] = {}
+        self.rooms: dict[str, dict[str, str | None]] = {}
+        """room → {peer_id: sid}; the sid is None while the peer is away (grace period)."""
+        self.away: dict[str, AwaySlot] = {}
         self.sio = socketio.AsyncServer(
             async_mode=async_mode,
             client_manager=client_manager,
@@ -266,6 +414,78 @@ class SignalingService:
             engineio_logger=False,
         )
         self.sio.register_namespace(SignalingNamespace(self))
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def resume_secret(self, room: str, peer_id: str) -> str:
+        msg = f"{room}\n{peer_id}".encode()
+        return hmac.new(self.resume_key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def member(self, room: str, peer_id: str) -> dict[str, Any]:
+        sid = self.rooms.get(room, {}).get(peer_id)
+        if sid is not None and sid in self.peers:
+            return self.peers[sid].public()
+        slot = self.away.get(peer_id)
+        if slot is not None:
+            return slot.record.public()
+        return {"peer_id": peer_id, "name": peer_id, "capabilities": {}}
+
+    async def step_away(self, sid: str) -> None:
+        """A joined connection dropped: keep its slot for ``resume_grace`` seconds."""
+        peer = self.peers.get(sid)
+        grace = self.limits.resume_grace
+        if (
+            peer is None
+            or peer.room is None
+            or peer.peer_id is None
+            or grace <= 0
+            or not peer.resumable
+        ):
+            await self.remove(sid, "disconnected")
+            return
+        room, peer_id = peer.room, peer.peer_id
+        self.rooms[room][peer_id] = None
+        record = PeerRecord(
+            sid="",
+            user=peer.user,
+            remote_ip=peer.remote_ip,
+            peer_id=peer_id,
+            room=room,
+            name=peer.name,
+            capabilities=peer.capabilities,
+        )
+        slot = AwaySlot(record)
+        self.away[peer_id] = slot
+        peer.room = peer.peer_id = None
+        with contextlib.suppress(ValueError, KeyError):
+            await self.sio.leave_room(sid, room)
+        loop = asyncio.get_running_loop()
+        slot.expiry = loop.call_later(grace, self._expire, peer_id)
+        log.info("%s away from %s; slot kept %gs", peer_id, room, grace)
+
+    def _expire(self, peer_id: str) -> None:
+        slot = self.away.pop(peer_id, None)
+        if slot is None or slot.record.room is None:
+            return
+        room = slot.record.room
+        members = self.rooms.get(room, {})
+        if members.get(peer_id, "") is not None:
+            return  # someone resumed it meanwhile
+        members.pop(peer_id, None)
+        if not members:
+            self.rooms.pop(room, None)
+        task = asyncio.ensure_future(
+            self.sio.emit("peer_left", {"peer_id": peer_id, "reason": "disconnected"}, room=room)
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        log.info("%s left %s (did not come back)", peer_id, room)
+
+    def close(self) -> None:
+        """Forget away slots (on shutdown)."""
+        for slot in self.away.values():
+            if slot.expiry is not None:
+                slot.expiry.cancel()
+        self.away.clear()
 
     async def remove(self, sid: str, reason: str) -> None:
         """Take a connection out of its room and tell the others."""
@@ -290,4 +510,5 @@ class SignalingService:
             "protocol": PROTOCOL_VERSION,
             "rooms": len(self.rooms),
             "peers": sum(len(m) for m in self.rooms.values()),
+            "away": len(self.away),
         }

@@ -32,3 +32,10 @@ class ServerLimits:
     """Sustained events per second per connection (token bucket)."""
     rate_burst: int = 200
     """Events a connection may send at once before the rate applies."""
+    resume_grace: float = 5.0
+    """Seconds a peer whose connection dropped keeps its slot (and id) before the
+    room hears ``peer_left``; a client that reconnects in time resumes unseen."""
+    allow_relay: bool = True
+    """Carry data-channel frames between two peers that cannot connect directly."""
+    max_relay_bytes: int = 64 * 1024
+    """Largest relayed frame (the data channel's own message limit)."""

@@ -7,8 +7,10 @@ only a base URL.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import os
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -60,16 +62,33 @@ def create_app(
     limits: ServerLimits | None = None,
     cors_allowed_origins: list[str] | None = None,
     client_manager: socketio.AsyncManager | None = None,
+    resume_key: bytes | None = None,
 ) -> tuple[web.Application, SignalingService]:
-    """Build the aiohttp application; run it with ``aiohttp.web.AppRunner``."""
+    """Build the aiohttp application; run it with ``aiohttp.web.AppRunner``.
+
+    ``resume_key`` signs the secrets that let a peer rejoin under its old id.
+    It defaults to ``P2P_NB_RESUME_KEY``, else to a key derived from the token,
+    so a server restarted with the same token (or key) lets peers keep their
+    ids; without either, a restart gives everyone new ids.
+    """
+    if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
+        resume_key = os.environ["P2P_NB_RESUME_KEY"].encode()
+    if resume_key is None and token is not None:
+        resume_key = hmac.new(token.encode(), b"p2p-nb resume key", hashlib.sha256).digest()
     service = SignalingService(
         async_mode="aiohttp",
         authenticate=token_authenticator(token),
         limits=limits,
         cors_allowed_origins=cors_allowed_origins,
         client_manager=client_manager,
+        resume_key=resume_key,
     )
     app = web.Application()
+
+    async def cleanup(app: web.Application) -> None:
+        service.close()
+
+    app.on_cleanup.append(cleanup)
     service.sio.attach(app, socketio_path=SOCKETIO_PATH)
 
     async def health(request: web.Request) -> web.Response:

@@ -1,0 +1,72 @@
+"""A scriptable peer in its own process (and, in the relay test, its own
+network namespace).
+
+Usage: python -m tests.relay_peer URL TOKEN ROOM NAME DOWNLOAD_DIR
+Prints ``READY <peer_id>``, then one line per event: ``STATE <peer> <state>
+<transport>``, ``MSG <peer> <seq> <text>``, ``FILE <name> <sha256>``. Reads
+commands on stdin: ``send <text>``, ``share <path>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+
+from p2p_nb.app import P2PApp
+from p2p_nb.mesh import MeshSettings, ReconnectPolicy
+
+SETTINGS = MeshSettings(
+    reconnect=ReconnectPolicy(max_attempts=20, base_delay=0.1, max_delay=1.0, attempt_timeout=3.0),
+    ping_interval=1.0,
+    pong_timeout=10.0,
+    quality_interval=None,
+    relay_after=1,
+)
+
+
+async def main(url: str, token: str, room: str, name: str, downloads: str) -> None:
+    app = await P2PApp.connect(
+        url,
+        token,
+        thread=False,
+        download_dir=downloads,
+        auto_accept_max_bytes=1 << 30,
+        mesh_settings=SETTINGS,
+    )
+    events = app.events("peer_state", "message", "file_received", "transfer_failed", "error")
+    peer_id = await app.join_room(room, name=name)
+    print(f"READY {peer_id}", flush=True)
+
+    async def commands() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                return
+            verb, _, arg = line.rstrip("\n").partition(" ")
+            if verb == "send":
+                await app.send_message(arg)
+            elif verb == "share":
+                await app.share_file(arg)
+
+    task = asyncio.create_task(commands())
+    try:
+        async for event in events:
+            if event.name == "peer_state":
+                transport = app.connection_status(event.peer_id or "").transport
+                print(f"STATE {event.peer_id} {event.data['new']} {transport}", flush=True)
+            elif event.name == "message":
+                print(f"MSG {event.peer_id} {event.data.seq} {event.data.text}", flush=True)
+            elif event.name == "file_received":
+                digest = hashlib.sha256(event.data.path.read_bytes()).hexdigest()
+                print(f"FILE {event.data.name} {digest}", flush=True)
+            else:
+                print(f"EVENT {event.name} {event.data}", flush=True)
+    finally:
+        task.cancel()
+        await app.disconnect()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:6]))
