@@ -168,6 +168,112 @@ await app.send_message(f"thanks! amount by region: {by_region.to_dict()}")
 )
 
 
+MESH_ROOM = notebook(
+    """md: # A room of four: mesh state, capabilities, connection quality
+
+Runs on its own. Besides this notebook's panel ("you"), three more peers join
+from this same kernel, each on its own network thread: stand-ins for colleagues'
+kernels. Every pair of peers has its own direct data channel (a full mesh).""",
+    """
+import asyncio
+
+import pandas as pd
+
+import p2p_nb
+from p2p_nb.app import P2PApp
+
+panel = p2p_nb.ChatPanel(
+    room="mesh-demo",
+    name="you",
+    capabilities={"role": "super_peer", "region": "eu-west", "timezone": "Europe/Paris"},
+)
+app = panel.app
+links = app.events("peer_connected")
+updates = app.events("peer_updated")
+panel
+""",
+    """
+colleagues = {
+    "relay-box": {"role": "relay", "services": ["messaging", "relay"], "region": "eu-west"},
+    "gpu-box": {"services": ["messaging", "file_transfer", "gpu"], "region": "us-east"},
+    "laptop": {"max_connections": 8, "timezone": "Asia/Tokyo"},
+}
+others, their_links = [], []
+for name, caps in colleagues.items():
+    peer = await P2PApp.connect(thread=True)  # same Jupyter server, discovered
+    their_links.append(peer.events("peer_connected"))
+    await peer.join_room("mesh-demo", name=name, capabilities=caps)
+    others.append(peer)
+
+async with asyncio.timeout(60):  # until every peer has a link to every other
+    for peer, stream in zip([app, *others], [links, *their_links]):
+        while len(peer.connected_peers()) < len(others):
+            await stream.get()
+names = {app.peer_id: "you", **{pid: p.name for pid, p in app.peers.items()}}
+print("connected to", sorted(names[pid] for pid in app.connected_peers()))
+""",
+    "md: Every peer reports its own links; `validate_mesh()` puts the room's picture together:",
+    """
+report = await app.validate_mesh()
+print(f"{len(report.members)} peers, {len(report.connected)} links, complete: {report.complete}")
+for a, b in report.connected:
+    print(f"  {names[a]:>9} <-> {names[b]}")
+""",
+    "md: What each peer says it can do (advertised on join, updated live):",
+    """
+pd.DataFrame(
+    [
+        {
+            "peer": names[pid],
+            "role": caps.role,
+            "services": ", ".join(caps.services),
+            "max links": caps.max_connections,
+            "region": caps.region,
+            "time zone": caps.timezone,
+        }
+        for pid, caps in app.all_remote_capabilities().items()
+    ]
+).set_index("peer").sort_index()
+""",
+    """
+print("gpu:", [names[pid] for pid in app.find_peers_with_service("gpu")])
+print("relay:", [names[pid] for pid in app.find_peers_with_service("relay")])
+""",
+    """
+gpu_box = others[1]
+await gpu_box.update_capabilities(services=["messaging", "file_transfer", "gpu", "cuda-12"])
+changed = await updates.get(timeout=30)
+print(names[changed.peer_id], "now offers", list(changed.data["capabilities"].services))
+""",
+    "md: Connection quality per link: our own ping/pong RTT, traffic, send buffer:",
+    """
+quality = app.events("quality")
+async with asyncio.timeout(30):  # one round of pings has to come back first
+    while any(q.rtt is None for q in app.all_connection_qualities().values()):
+        await quality.get()
+pd.DataFrame(
+    [
+        {
+            "peer": names[pid],
+            "state": q.state,
+            "via": q.transport,
+            "RTT ms": round(q.rtt * 1000, 2),
+            "sent B": q.bytes_sent,
+            "received B": q.bytes_received,
+            "buffered B": q.buffered,
+        }
+        for pid, q in app.all_connection_qualities().items()
+    ]
+).set_index("peer").sort_index()
+""",
+    """
+for peer in others:
+    await peer.disconnect()
+panel.close()
+""",
+)
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     books = {
@@ -175,6 +281,7 @@ def main() -> None:
         "02-chat-ben.ipynb": chat("ben", "ana", "01-chat-ana.ipynb", False),
         "03-dataframe-ana.ipynb": DF_SENDER,
         "04-dataframe-ben.ipynb": DF_RECEIVER,
+        "05-mesh-room.ipynb": MESH_ROOM,
     }
     for name, nb in books.items():
         nbformat.write(nb, OUT / name)

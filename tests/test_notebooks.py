@@ -88,3 +88,33 @@ async def test_dataframe_notebooks(
     assert "datetime64[ns, Europe/Berlin]" in text or "datetime64[us, Europe/Berlin]" in text
     assert "category" in text
     assert "Int64" in text
+
+
+async def test_mesh_room_notebook(
+    jupyter_server: JupyterServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("P2P_NB_URL", jupyter_server.url)
+    monkeypatch.setenv("P2P_NB_TOKEN", jupyter_server.token)
+    nb = nbformat.read(NOTEBOOKS / "05-mesh-room.ipynb", as_version=4)
+    client = NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    await client.async_execute()
+    text = outputs(nb)
+    assert "connected to ['gpu-box', 'laptop', 'relay-box']" in text
+    assert "4 peers, 6 links, complete: True" in text
+    assert "gpu: ['gpu-box']" in text
+    assert "relay: ['relay-box']" in text
+    assert "gpu-box now offers ['messaging', 'file_transfer', 'gpu', 'cuda-12']" in text
+    tables = [
+        out["data"]["text/plain"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if out.get("output_type") == "execute_result"
+    ]
+    caps, quality = tables[-2], tables[-1]
+    assert "super_peer" not in caps  # only the others are listed
+    assert "Asia/Tokyo" in caps
+    assert "connected" in quality
+    assert "direct" in quality

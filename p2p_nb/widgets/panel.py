@@ -58,6 +58,8 @@ class ChatPanel:
 
     ``ChatPanel(room="demo", name="ana")`` in a cell; the last expression of
     the cell (``panel``) displays it. ``panel.app`` is the :class:`P2PApp`.
+    ``capabilities`` (a dict or :class:`~p2p_nb.capabilities.Capabilities`) are
+    advertised on join; other keywords go to :meth:`P2PApp.connect`.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class ChatPanel:
         url: str | None = None,
         token: str | None = None,
         app: P2PApp | None = None,
+        capabilities: Any = None,
         upload_limit: int = UPLOAD_LIMIT,
         **connect_kwargs: Any,
     ) -> None:
@@ -76,7 +79,8 @@ class ChatPanel:
         if self.app._net is None:
             raise ValueError("ChatPanel needs an app on a network thread (thread=True)")
         if self.app.room is None:
-            run_blocking(self.app, self.app.join_room(room, name), timeout=30)
+            join = self.app.join_room(room, name, capabilities=capabilities)
+            run_blocking(self.app, join, timeout=30)
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
