@@ -92,6 +92,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServ
     with run_jupyter_server(
         tmp_path_factory.mktemp("lab"),
         "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, for kernel state
+        "--JupyterNotebookApp.expose_app_in_browser=True",  # the same in Notebook 7
         app="jupyterlab",
         base_url=LAB_BASE_URL,
     ) as server:

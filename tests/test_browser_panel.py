@@ -10,6 +10,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from .browser import (
+    _KERNEL_IDLE_JS,
     assert_no_widget_errors,
     open_notebook,
     run_all_cells,
@@ -25,13 +26,16 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CSV = "item,price,qty\nfirst-row-item,1.5,3\nsecond,2.5,1\nthird,9.0,7\n"
 
 
-async def open_panel(browser: Browser, lab: JupyterServer, user: str) -> Page:
-    path = write_notebook(
+def panel_notebook(lab: JupyterServer, user: str, room: str = "browser-room") -> str:
+    return write_notebook(
         lab.root_dir,
         f"panel/{user}.ipynb",
-        [f'import p2p_nb\npanel = p2p_nb.ChatPanel(room="browser-room", name="{user}")\npanel'],
+        [f'import p2p_nb\npanel = p2p_nb.ChatPanel(room="{room}", name="{user}")\npanel'],
     )
-    page = await open_notebook(browser, lab, path)
+
+
+async def open_panel(browser: Browser, lab: JupyterServer, user: str) -> Page:
+    page = await open_notebook(browser, lab, panel_notebook(lab, user))
     await run_all_cells(page)
     await expect(page.locator(".p2p-panel")).to_be_visible(timeout=30_000)
     return page
@@ -86,3 +90,32 @@ async def test_two_users_chat_and_share_a_csv(
         await save_screenshot(page, f"panel-{name}")
         await page.locator(".p2p-panel").screenshot(path=str(ARTIFACTS / f"panel-only-{name}.png"))
     shutil.copy(ARTIFACTS / "panel-only-ben.png", ARTIFACTS / "readme-panel.png")
+
+
+async def test_notebook7_and_jupyterlab_users_chat(browser: Browser, lab: JupyterServer) -> None:
+    """The panel in Notebook 7 (the classic-style UI) talking to one in JupyterLab."""
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    nb7 = await context.new_page()
+    path = panel_notebook(lab, "nina", room="nb7-room")
+    await nb7.goto(f"{lab.url}notebooks/{path}?token={lab.token}")
+    await nb7.wait_for_function(_KERNEL_IDLE_JS, timeout=60_000, polling=100)
+    await nb7.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-editor").first.click()
+    await nb7.keyboard.press("Shift+Enter")
+    await expect(nb7.locator(".p2p-panel")).to_be_visible(timeout=60_000)
+
+    path = panel_notebook(lab, "leo", room="nb7-room")
+    lab_page = await open_notebook(browser, lab, path)
+    await run_all_cells(lab_page)
+    for page in (nb7, lab_page):
+        await wait_for_text(page, "Connected to 1 of 1 peer", timeout=30)
+
+    box = nb7.get_by_placeholder("Type a message and press Enter")
+    await box.fill("hello from Notebook 7")
+    await box.press("Enter")
+    await expect(lab_page.locator(".p2p-chat")).to_contain_text("hello from Notebook 7")
+    box = lab_page.get_by_placeholder("Type a message and press Enter")
+    await box.fill("hello from JupyterLab")
+    await box.press("Enter")
+    await expect(nb7.locator(".p2p-chat")).to_contain_text("hello from JupyterLab")
+    await assert_no_widget_errors(nb7)
+    await save_screenshot(nb7, "panel-notebook7")

@@ -261,6 +261,9 @@ class ChatPanel:
             self._render_peers()
             self._render_status()
 
+    def _ev_quality(self, event: Event) -> None:
+        self._render_peers()
+
     def _ev_message(self, event: Event) -> None:
         self._render_chat()
 
