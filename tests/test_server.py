@@ -262,3 +262,22 @@ async def test_cors_allowlist() -> None:
                     await sio.eio.http.close()
     finally:
         await runner.cleanup()
+
+
+async def test_cli_no_relay() -> None:
+    server = await spawn_signal_server("--no-relay")
+    sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+    try:
+        await sio.connect(
+            server.url,
+            auth={"token": TOKEN},
+            transports=["websocket"],
+            socketio_path="p2p/socket.io",
+        )
+        joined = await sio.call("join", {"room": "r"})
+        assert joined["relay"] is False
+        reply = await sio.call("relay", {"to": joined["peer_id"], "data": "x"})
+        assert reply["error"]["code"] == "relay_disabled"
+    finally:
+        await sio.disconnect()
+        await stop_process(server.process)

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="secret that signs resume tokens (default: $P2P_NB_RESUME_KEY, else derived "
         "from the token); keep it across restarts so peers keep their ids",
     )
+    p.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="never carry data between peers that cannot connect directly "
+        "(relayed frames are readable by this server)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -59,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 async def serve(args: argparse.Namespace) -> None:
     token = None if args.no_token else (args.token or secrets.token_hex(24))
     limits = ServerLimits(
-        max_peers_per_room=args.max_peers_per_room, resume_grace=args.resume_grace
+        max_peers_per_room=args.max_peers_per_room,
+        resume_grace=args.resume_grace,
+        allow_relay=not args.no_relay,
     )
     app, _ = create_app(
         token,
