@@ -179,6 +179,7 @@ class P2PApp:
         self.name: str = ""
         self.url: str = ""
         self._closed = False
+        self._held: list[Callable[[], None]] | None = None
 
     # ----------------------------------------------------------------- set-up
     @classmethod
@@ -270,9 +271,26 @@ class P2PApp:
         name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
         if capabilities is not None:
             self._capabilities = _as_capabilities(capabilities)
-        result = await signaling.join(room, name, self._capabilities.to_wire(), timeout=timeout)
-        self._enter_room(result)
+        # Others may announce themselves or offer before our join reply arrives:
+        # hold those events and replay them once the room is entered.
+        self._held = []
+        try:
+            result = await signaling.join(
+                room, name, self._capabilities.to_wire(), timeout=timeout
+            )
+            self._enter_room(result)
+        finally:
+            held, self._held = self._held, None
+        for replay in held:
+            replay()
         return result.peer_id
+
+    def _hold(self, handler: Callable[..., None], *args: Any) -> bool:
+        """While a join is in flight, keep a signaling event for later (True if kept)."""
+        if self._held is None:
+            return False
+        self._held.append(functools.partial(handler, *args))
+        return True
 
     def _enter_room(self, result: JoinResult) -> None:
         self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
@@ -669,14 +687,20 @@ class P2PApp:
         self._mesh.add_peer(peer.peer_id, peer.name)
 
     def _on_peer_joined(self, peer: RemotePeer) -> None:
+        if self._hold(self._on_peer_joined, peer):
+            return
         if self._mesh is not None and peer.peer_id != self.peer_id:
             self._add_peer(peer)
 
     def _on_peer_updated(self, peer: RemotePeer) -> None:
+        if self._hold(self._on_peer_updated, peer):
+            return
         if peer.peer_id in self._peers:
             self._set_remote_caps(peer.peer_id, peer.capabilities, announce=True)
 
     def _on_relay(self, from_id: str, data: str | bytes) -> None:
+        if self._hold(self._on_relay, from_id, data):
+            return
         if self._mesh is not None:
             self._mesh.handle_relay(from_id, data)
 
@@ -710,6 +734,8 @@ class P2PApp:
         self._tasks.spawn(start_over(), "rejoin")
 
     def _on_peer_left(self, peer_id: str, reason: str) -> None:
+        if self._hold(self._on_peer_left, peer_id, reason):
+            return
         if self._mesh is None or peer_id not in self._peers:
             return
         peer = self._peers.pop(peer_id)
@@ -723,6 +749,8 @@ class P2PApp:
         self._tasks.spawn(drop(), f"drop-{peer_id}")
 
     def _on_signal(self, from_id: str, data: dict[str, Any]) -> None:
+        if self._hold(self._on_signal, from_id, data):
+            return
         if self._mesh is not None:
             self._mesh.handle_signal(from_id, data)
 

@@ -91,6 +91,15 @@ async def test_every_message_arrives_once_in_order(make_peer: MakePeer, n: int) 
             assert got[other.peer_id] == sorted(set(got[other.peer_id]))
 
 
+async def test_simultaneous_joins_form_a_full_mesh(make_peer: MakePeer) -> None:
+    """Events that arrive while our own join is in flight are not lost."""
+    for attempt in range(3):
+        apps = await asyncio.gather(*(make_peer(f"p{i}", f"race{attempt}") for i in range(8)))
+        await wait_mesh(list(apps))
+        for app in apps:
+            assert len(app.peers) == 7
+
+
 async def test_direct_message_reaches_only_its_target(make_peer: MakePeer) -> None:
     a, b, c = [await make_peer(x) for x in ("a", "b", "c")]
     await wait_mesh([a, b, c])
