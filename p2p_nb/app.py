@@ -275,9 +275,7 @@ class P2PApp:
         # hold those events and replay them once the room is entered.
         self._held = []
         try:
-            result = await signaling.join(
-                room, name, self._capabilities.to_wire(), timeout=timeout
-            )
+            result = await signaling.join(room, name, self._capabilities.to_wire(), timeout=timeout)
             self._enter_room(result)
         finally:
             held, self._held = self._held, None
