@@ -22,6 +22,33 @@ def outputs(nb: nbformat.NotebookNode) -> str:
     )
 
 
+async def run_together(
+    server: JupyterServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *names: str
+) -> list[nbformat.NotebookNode]:
+    """Execute demo notebooks at once, each in its own folder, like users would.
+
+    nbclient's kernels have no parent server: they are pointed at the embedded
+    endpoint the way the docs tell remote kernels to (P2P_NB_URL/P2P_NB_TOKEN).
+    """
+    monkeypatch.setenv("P2P_NB_URL", server.url)
+    monkeypatch.setenv("P2P_NB_TOKEN", server.token)
+    books = [nbformat.read(NOTEBOOKS / name, as_version=4) for name in names]
+    clients = []
+    for nb, name in zip(books, names, strict=True):
+        folder = tmp_path / Path(name).stem
+        folder.mkdir()
+        clients.append(
+            NotebookClient(
+                nb,
+                timeout=180,
+                kernel_name="python3",
+                resources={"metadata": {"path": str(folder)}},
+            )
+        )
+    await asyncio.gather(*(c.async_execute() for c in clients))
+    return books
+
+
 def test_notebooks_are_committed_without_outputs() -> None:
     for path in NOTEBOOKS.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
@@ -34,21 +61,9 @@ def test_notebooks_are_committed_without_outputs() -> None:
 async def test_two_chat_notebooks_talk(
     jupyter_server: JupyterServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # nbclient's kernels have no parent server: point them at the embedded
-    # endpoint the way the docs tell remote kernels to.
-    monkeypatch.setenv("P2P_NB_URL", jupyter_server.url)
-    monkeypatch.setenv("P2P_NB_TOKEN", jupyter_server.token)
-    books = [
-        nbformat.read(NOTEBOOKS / n, as_version=4)
-        for n in ("01-chat-ana.ipynb", "02-chat-ben.ipynb")
-    ]
-    clients = [
-        NotebookClient(
-            nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-        )
-        for nb in books
-    ]
-    await asyncio.gather(*(c.async_execute() for c in clients))
+    books = await run_together(
+        jupyter_server, monkeypatch, tmp_path, "01-chat-ana.ipynb", "02-chat-ben.ipynb"
+    )
     ana, ben = (outputs(nb) for nb in books)
     assert "connected to ['ben']" in ana
     assert "ben: hello ana, ben here" in ana
@@ -61,28 +76,15 @@ async def test_two_chat_notebooks_talk(
 async def test_dataframe_notebooks(
     jupyter_server: JupyterServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("P2P_NB_URL", jupyter_server.url)
-    monkeypatch.setenv("P2P_NB_TOKEN", jupyter_server.token)
-    names = ("03-dataframe-ana.ipynb", "04-dataframe-ben.ipynb")
-    books = [nbformat.read(NOTEBOOKS / n, as_version=4) for n in names]
-    clients = [
-        NotebookClient(
-            nb,
-            timeout=180,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(tmp_path / n)}},
-        )
-        for nb, n in zip(books, ("a", "b"), strict=True)
-    ]
-    for n in ("a", "b"):
-        (tmp_path / n).mkdir()
-    await asyncio.gather(*(c.async_execute() for c in clients))
+    books = await run_together(
+        jupyter_server, monkeypatch, tmp_path, "03-dataframe-ana.ipynb", "04-dataframe-ben.ipynb"
+    )
     ana, ben = (outputs(nb) for nb in books)
     assert "'done'" in ana
     assert "ben: thanks! amount by region: {" in ana
     assert "ana offers sales_q3.parquet: 10000 rows," in ben
     # ben's kernel saved it beside its notebook, in p2p_downloads/
-    assert (tmp_path / "b" / "p2p_downloads" / "sales_q3.parquet").is_file()
+    assert (tmp_path / "04-dataframe-ben" / "p2p_downloads" / "sales_q3.parquet").is_file()
     dtypes = next(c for c in books[1].cells if "sales.dtypes" in c.source).outputs[-1]
     text = dtypes["data"]["text/plain"]
     assert "datetime64[ns, Europe/Berlin]" in text or "datetime64[us, Europe/Berlin]" in text
@@ -93,13 +95,7 @@ async def test_dataframe_notebooks(
 async def test_mesh_room_notebook(
     jupyter_server: JupyterServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("P2P_NB_URL", jupyter_server.url)
-    monkeypatch.setenv("P2P_NB_TOKEN", jupyter_server.token)
-    nb = nbformat.read(NOTEBOOKS / "05-mesh-room.ipynb", as_version=4)
-    client = NotebookClient(
-        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    await client.async_execute()
+    (nb,) = await run_together(jupyter_server, monkeypatch, tmp_path, "05-mesh-room.ipynb")
     text = outputs(nb)
     assert "connected to ['gpu-box', 'laptop', 'relay-box']" in text
     assert "4 peers, 6 links, complete: True" in text
