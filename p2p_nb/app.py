@@ -301,6 +301,8 @@ class P2PApp:
             settings=self.mesh_settings,
             send_relay=self._send_relay if result.relay else None,
             max_connections=self._capabilities.max_connections,
+            relay_peers=lambda: self.find_peers_with_service("relay"),
+            offers_relay=lambda: self.provides_service("relay"),
         )
         self._transfers = TransferManager(
             self._mesh,

@@ -9,8 +9,10 @@ arrival order, by that link's worker task.
 Every link is watched: a ping goes out every ``ping_interval`` and a link that
 has heard nothing for ``pong_timeout`` counts as failed. When direct attempts
 keep failing (UDP blocked between two peers), the offerer switches the pair to
-the signaling server's relay: the same messages, in the same order, through
-the Socket.IO connection; both sides then show the link as ``relayed``.
+a relay: through a third peer that offers the ``relay`` service and has direct
+links to both (each frame wrapped in a ``relay-frame`` message), or else
+through the signaling server's Socket.IO connection. The same messages go, in
+the same order; both sides then show the link as ``relayed``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ log = logging.getLogger(__name__)
 SendSignal = Callable[[str, dict[str, Any]], Awaitable[None]]
 SendRelay = Callable[[str, str | bytes], Awaitable[None]]
 """Hand one data-channel frame to the signaling server's relay for a peer."""
+RelayPeers = Callable[[], list[str]]
+"""Peer ids that advertise the ``relay`` service."""
+OffersRelay = Callable[[], bool]
+"""Whether we advertise the ``relay`` service (and so forward others' frames)."""
 OnEvent = Callable[[str, str, Any], None]
 """Callback (event name, peer id, data) towards the app."""
 
@@ -66,6 +72,9 @@ MAX_OUTBOX = 1000
 """Messages held per peer while its link is opening or re-opening."""
 LOW_WATER = 256 * 1024
 """``bufferedAmountLowThreshold``: senders waiting for room wake below this."""
+PEER_RELAY_HIGH_WATER = 1024 * 1024
+"""A link relayed through a peer hands frames to that peer's data channel while
+it buffers at most this much."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,10 @@ class MeshSettings:
     quality_interval: float | None = 5.0
     """Period of the ``quality`` event (one per peer); ``None``: no events."""
     relay: bool = True
-    """Fall back to the signaling server's relay when direct attempts keep failing."""
+    """Fall back to a relay (a peer offering the ``relay`` service, else the
+    signaling server) when direct attempts keep failing."""
     relay_after: int = 2
-    """Failed direct attempts in a row before the offerer switches a link to the relay."""
+    """Failed direct attempts in a row before the offerer switches a link to a relay."""
     max_relay_queue: int = 4 * 2**20
     """Bytes a relayed link buffers before senders wait (its ``bufferedAmount``)."""
 
@@ -143,9 +153,11 @@ class LinkStatus:
     reconnects: int
     rtt: float | None
     transport: str = "none"
-    """``direct`` (WebRTC data channel), ``relay`` (through signaling) or ``none``."""
+    """``direct`` (WebRTC data channel), ``relay`` (through a relay) or ``none``."""
     limited_reason: str | None = None
     """Why the link is ``limited`` (whose ``max_connections`` it would exceed)."""
+    relay_via: str | None = None
+    """On a relayed link: the id of the peer relaying it (``None``: the signaling server)."""
 
 
 @dataclass(frozen=True)
@@ -175,17 +187,22 @@ class ConnectionQuality:
 
 
 class RelayChannel:
-    """Stands in for the data channel when a link goes through the signaling relay.
+    """Stands in for the data channel when a link goes through a relay.
 
     Same surface as the part of ``RTCDataChannel`` the link uses
     (``readyState``, ``bufferedAmount``, ``send``); frames go out one at a time,
-    in order, each acknowledged by the server before the next.
+    in order. ``via`` is ``None`` for the signaling relay (each frame
+    acknowledged by the server before the next), else the id of the peer that
+    relays: each frame goes, wrapped in a ``relay-frame`` message, on our
+    (ordered) data channel to that peer, which forwards it in arrival order.
     """
 
     label = protocol.CHANNEL_LABEL
 
-    def __init__(self, link: PeerLink) -> None:
+    def __init__(self, link: PeerLink, via: str | None = None) -> None:
         self.link = link
+        self.via = via
+        self.generation = link.generation
         self.readyState = "open"
         self.bufferedAmount = 0
         self._queue: deque[str | bytes] = deque()
@@ -208,6 +225,13 @@ class RelayChannel:
                 await self._ready.wait()
                 continue
             data = self._queue[0]
+            if self.via is not None:
+                if not await self._through_peer(self.via, data):
+                    return
+                self._queue.popleft()
+                self.bufferedAmount -= len(data)
+                self.link._notify()
+                continue
             try:
                 assert mesh.send_relay is not None
                 await mesh.send_relay(self.link.peer_id, data)
@@ -223,8 +247,37 @@ class RelayChannel:
                 self.bufferedAmount -= len(data)
             self.link._notify()
 
+    async def _through_peer(self, via: str, data: str | bytes) -> bool:
+        """Hand one frame to the relaying peer's data channel (False: the route is
+        gone and the link has been failed; the frame stays queued)."""
+        mesh = self.link.mesh
+        while True:
+            if self.readyState != "open":
+                return False
+            relay = mesh.links.get(via)
+            channel = relay.channel if relay is not None else None
+            if (
+                relay is None
+                or relay.state != "connected"
+                or channel is None
+                or isinstance(channel, RelayChannel)
+                or channel.readyState != "open"
+            ):
+                self.link._attempt_failed(self.generation, f"relay peer {via} is gone")
+                return False
+            if channel.bufferedAmount <= PEER_RELAY_HIGH_WATER:
+                break
+            await relay._wake.wait()
+        try:
+            relay._transmit(protocol.RelayFrame(data=data, to=self.link.peer_id).encode())
+        except Exception as exc:  # a channel closing under us: same as a lost route
+            log.info("relay through %s to %s: %s", via, self.link.peer_id, exc)
+            self.link._attempt_failed(self.generation, f"relay peer {via} failed")
+            return False
+        return True
+
     def close(self) -> list[str | bytes]:
-        """Stop; returns the frames not yet handed to the server."""
+        """Stop; returns the frames not yet handed to the server (or relaying peer)."""
         self.readyState = "closed"
         self._ready.set()
         left = list(self._queue)
@@ -270,6 +323,11 @@ class PeerLink:
             return "relay"
         return "direct" if self.channel is not None else "none"
 
+    @property
+    def relay_via(self) -> str | None:
+        """The peer relaying this link (``None``: direct, or the signaling relay)."""
+        return self.channel.via if isinstance(self.channel, RelayChannel) else None
+
     # --------------------------------------------------------------- state
     def _set_state(self, state: str) -> None:
         if state == self.state:
@@ -297,6 +355,8 @@ class PeerLink:
                 self.mesh.on_event("undelivered", self.peer_id, undelivered)
         if old in ACTIVE_STATES and state not in ACTIVE_STATES:
             self.mesh._capacity_changed()
+        if old == "connected":
+            self.mesh._relay_route_down(self.peer_id)
         self.mesh._report_changed()
 
     def _notify(self) -> None:
@@ -351,8 +411,11 @@ class PeerLink:
             delay = self.mesh.policy.delay(self.attempts)
             use_relay = (
                 self.mesh.settings.relay
-                and self.mesh.send_relay is not None
                 and self.attempts >= self.mesh.settings.relay_after
+                and (
+                    self.mesh.send_relay is not None
+                    or self.mesh.relay_peer_for(self.peer_id) is not None
+                )
             )
 
             async def later() -> None:
@@ -464,27 +527,42 @@ class PeerLink:
 
     # ----------------------------------------------------------------- relay
     async def _start_relay(self) -> None:
-        """Offerer: close the direct attempt and ask the peer to relay with us."""
+        """Offerer: close the direct attempt and ask the peer to relay with us,
+        through a peer offering the ``relay`` service if there is one, else
+        through the signaling server (else it is a direct attempt again)."""
         if self.state != "reconnecting":
+            return
+        via = self.mesh.relay_peer_for(self.peer_id)
+        if via is None and self.mesh.send_relay is None:
+            await self._offer()
             return
         await self._close_pc()
         self.generation += 1
         gen = self.generation
-        relay = RelayChannel(self)
+        relay = RelayChannel(self, via)
         self._relay_pending = relay
         relay.send(protocol.RelayOpen().encode())
-        log.info("link %s -> %s: trying the signaling relay", self.mesh.local_id, self.peer_id)
+        log.info(
+            "link %s -> %s: trying the relay through %s",
+            self.mesh.local_id,
+            self.peer_id,
+            f"peer {via}" if via is not None else "the signaling server",
+        )
         self._watch(gen)
 
-    async def _accept_relay(self) -> None:
-        """Answerer: the offerer relays; answer once and switch."""
-        if self.state == "closed" or self.transport == "relay":
+    def _relayed_through(self, via: str | None) -> bool:
+        return isinstance(self.channel, RelayChannel) and self.channel.via == via
+
+    async def _accept_relay(self, via: str | None = None) -> None:
+        """Answerer: the offerer relays (through ``via``, or signaling); answer once
+        and switch."""
+        if self.state == "closed" or self._relayed_through(via):
             return
         if self.state == "limited" and not self.mesh.has_capacity(excluding=self):
             return
         await self._close_pc()
         self.generation += 1
-        self.channel = RelayChannel(self)
+        self.channel = RelayChannel(self, via)
         self.channel.send(protocol.RelayOpen().encode())
         self._on_open(self.generation)
 
@@ -496,8 +574,17 @@ class PeerLink:
         self.channel = relay
         self._on_open(self.generation)
 
+    def _relay_lost(self, via: str) -> None:
+        """The peer relaying this link is gone: fail it (the retry picks another route)."""
+        for relay in (self.channel, self._relay_pending):
+            if isinstance(relay, RelayChannel) and relay.via == via:
+                self._attempt_failed(relay.generation, f"relay peer {via} is gone")
+                return
+
     # ------------------------------------------------------------ receiving
-    def _on_message(self, data: str | bytes) -> None:
+    def _on_message(self, data: str | bytes, route: str | None = None) -> None:
+        """A frame from the peer: ``route`` is ``None`` on our data channel, ``""``
+        through the signaling relay, else the id of the peer that relayed it."""
         self.bytes_received += len(data)
         self.messages_received += 1
         self.last_heard = time.monotonic()
@@ -517,10 +604,20 @@ class PeerLink:
         elif isinstance(msg, protocol.MeshReport):
             self.mesh._on_report(self.peer_id, msg)
         elif isinstance(msg, protocol.RelayOpen):
-            if self._relay_pending is not None:
-                self._relay_confirmed()
-            elif self.transport != "relay":
-                self.signals.put_nowait({"type": "_accept_relay"})
+            via = route or None
+            pending = self._relay_pending
+            if pending is not None:
+                if pending.via == via:
+                    self._relay_confirmed()
+            elif not self._relayed_through(via):
+                self.signals.put_nowait({"type": "_accept_relay", "via": via})
+        elif isinstance(msg, protocol.RelayFrame):
+            if route is not None or self.transport != "direct":
+                log.warning("relay-frame from %s not on a direct link: dropped", self.peer_id)
+            elif msg.to is not None:
+                self.mesh._forward(self, msg.to, msg.data)
+            elif msg.sender is not None:
+                self.mesh._relayed_in(self.peer_id, msg.sender, msg.data)
         else:
             self.mesh.on_event("control", self.peer_id, msg)
 
@@ -628,7 +725,7 @@ class PeerLink:
         elif kind == "_relay":
             await self._start_relay()
         elif kind == "_accept_relay":
-            await self._accept_relay()
+            await self._accept_relay(signal.get("via"))
         elif kind == "refuse":
             await self._close_pc()
             self._limit("the peer's max_connections", here=False)
@@ -729,6 +826,7 @@ class PeerLink:
             rtt=self.rtt,
             transport=self.transport,
             limited_reason=self.limited_reason,
+            relay_via=self.relay_via,
         )
 
     def quality(self) -> ConnectionQuality:
@@ -782,10 +880,14 @@ class Mesh:
         settings: MeshSettings | None = None,
         send_relay: SendRelay | None = None,
         max_connections: int | None = None,
+        relay_peers: RelayPeers | None = None,
+        offers_relay: OffersRelay | None = None,
     ) -> None:
         self.local_id = local_id
         self.send_signal = send_signal
         self.send_relay = send_relay
+        self.relay_peers = relay_peers
+        self.offers_relay = offers_relay
         self.on_event = on_event
         self.ice_servers = ice_servers
         settings = settings or MeshSettings()
@@ -834,7 +936,75 @@ class Mesh:
         if link is None or link.state == "closed":
             log.info("relayed frame from unknown peer %s dropped", from_id)
             return
-        link._on_message(data)
+        link._on_message(data, "")
+
+    # ------------------------------------------------------- peer relaying
+    def relay_peer_for(self, peer_id: str) -> str | None:
+        """The peer to relay our link to ``peer_id`` through: the lowest id among
+        those advertising ``relay`` with a direct link both to us and (by its
+        latest mesh report) to ``peer_id``; ``None`` if there is none."""
+        if not self.settings.relay or self.relay_peers is None:
+            return None
+        candidates = []
+        for pid in self.relay_peers():
+            link = self.links.get(pid)
+            if (
+                pid in (peer_id, self.local_id)
+                or link is None
+                or link.state != "connected"
+                or link.transport != "direct"
+                or self.reports.get(pid, {}).get(peer_id) != "connected"
+            ):
+                continue
+            candidates.append(pid)
+        return min(candidates) if candidates else None
+
+    def _forward(self, source: PeerLink, to: str, data: str | bytes) -> None:
+        """We relay: pass a frame from ``source`` on to ``to``, at once (so in
+        arrival order), if we offer the service and have direct links to both."""
+        target = self.links.get(to)
+        if (
+            self.offers_relay is None
+            or not self.offers_relay()
+            or target is None
+            or target is source
+            or target.state != "connected"
+            or target.transport != "direct"
+        ):
+            log.info("relay-frame from %s to %s not forwarded", source.peer_id, to)
+            return
+        try:
+            target._transmit(protocol.RelayFrame(data=data, sender=source.peer_id).encode())
+        except Exception as exc:  # the target's channel is closing: the frame is lost
+            log.info("relay-frame from %s to %s: %s", source.peer_id, to, exc)
+
+    def _relayed_in(self, via: str, sender: str, data: str | bytes) -> None:
+        """A frame that ``via`` relayed for ``sender``: taken only from a peer that
+        advertises ``relay``, and only for a link relayed through it (or about to
+        be: one with no channel at all), so no other peer can speak for ``sender``."""
+        link = self.links.get(sender)
+        pending = link._relay_pending if link is not None else None
+        if (
+            link is None
+            or link.state == "closed"
+            or sender in (via, self.local_id)
+            or self.relay_peers is None
+            or via not in self.relay_peers()
+            or not (
+                link._relayed_through(via)
+                or (pending is not None and pending.via == via)
+                or link.channel is None
+            )
+        ):
+            log.info("frame relayed by %s for peer %s dropped", via, sender)
+            return
+        link._on_message(data, via)
+
+    def _relay_route_down(self, via: str) -> None:
+        """Our direct link to ``via`` is no longer up: links it relayed fail over."""
+        for link in list(self.links.values()):
+            if link.peer_id != via:
+                link._relay_lost(via)
 
     async def remove_peer(self, peer_id: str) -> None:
         link = self.links.pop(peer_id, None)

@@ -7,6 +7,8 @@ The format is a public contract, described in docs/protocol.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import json
 import math
@@ -131,6 +133,35 @@ class RelayOpen:
 
 
 @dataclass(frozen=True)
+class RelayFrame:
+    """One data-channel frame carried through a peer that offers the ``relay`` service.
+
+    The origin sends it to the relaying peer with ``to`` (the final receiver);
+    the relaying peer forwards it with ``sender`` (wire field ``from``: the
+    peer it came from, set by the relay from the link it arrived on). ``data``
+    is the frame unchanged: a JSON control message, or a binary chunk frame
+    (base64 on the wire)."""
+
+    data: str | bytes
+    to: str | None = None
+    sender: str | None = None
+
+    def encode(self) -> str:
+        obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "relay-frame"}
+        if self.to is not None:
+            obj["to"] = self.to
+        if self.sender is not None:
+            obj["from"] = self.sender
+        if isinstance(self.data, bytes | bytearray):
+            obj["binary"] = True
+            obj["data"] = base64.b64encode(self.data).decode("ascii")
+        else:
+            obj["binary"] = False
+            obj["data"] = self.data
+        return _dump(obj)
+
+
+@dataclass(frozen=True)
 class UnknownMessage:
     """A well-formed envelope whose type this version does not know.
 
@@ -210,10 +241,20 @@ Message = (
     | CapabilitiesUpdate
     | MeshReport
     | RelayOpen
+    | RelayFrame
     | UnknownMessage
 )
 BUILTIN_TYPES = frozenset(
-    {"chat", "ping", "pong", "file-offer", "capabilities", "mesh-report", "relay-open"}
+    {
+        "chat",
+        "ping",
+        "pong",
+        "file-offer",
+        "capabilities",
+        "mesh-report",
+        "relay-open",
+        "relay-frame",
+    }
     | FILE_CONTROL_TYPES
 )
 """Types this version defines; applications register handlers only for other types."""
@@ -248,6 +289,9 @@ CHUNK_HEADER = struct.Struct(">B16sQ")
 MAX_FRAME_BYTES = 64 * 1024
 """Largest binary frame sent: every WebRTC stack accepts 64 KiB messages."""
 CHUNK_SIZE = MAX_FRAME_BYTES - CHUNK_HEADER.size
+MAX_RELAY_FRAME_BYTES = 2 * MAX_CONTROL_BYTES + 1024
+"""Largest ``relay-frame`` message: a wrapped frame (a base64 chunk frame, or a
+control message whose quotes and backslashes JSON escapes again) plus its envelope."""
 
 
 def encode_chunk(transfer_id: str, offset: int, payload: bytes) -> bytes:
@@ -296,12 +340,16 @@ def decode(data: str | bytes) -> Message:
     """Parse and validate one control message, or raise :class:`ProtocolError`."""
     if isinstance(data, bytes | bytearray):
         raise ProtocolError("binary frame on the control path")
-    if len(data) > MAX_CONTROL_BYTES:
-        raise ProtocolError(f"control message of {len(data)} bytes exceeds {MAX_CONTROL_BYTES}")
+    too_big = ProtocolError(f"control message of {len(data)} bytes exceeds {MAX_CONTROL_BYTES}")
+    oversized = len(data) > MAX_CONTROL_BYTES  # only a relay-frame may be larger
+    if len(data) > MAX_RELAY_FRAME_BYTES:
+        raise too_big
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"not valid JSON: {exc}") from exc
+        raise (too_big if oversized else ProtocolError(f"not valid JSON: {exc}")) from exc
+    if oversized and (not isinstance(obj, dict) or obj.get("type") != "relay-frame"):
+        raise too_big
     if not isinstance(obj, dict):
         raise ProtocolError("a message must be a JSON object")
     version = obj.get("v")
@@ -310,6 +358,8 @@ def decode(data: str | bytes) -> Message:
     kind = obj.get("type")
     if not isinstance(kind, str) or not kind or len(kind) > MAX_ID_CHARS:
         raise ProtocolError("field 'type' must be a short non-empty string")
+    if kind == "relay-frame":
+        return _relay_frame(obj)
     if kind == "chat":
         seq = obj.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
@@ -360,6 +410,28 @@ def _mesh_report(obj: dict[str, Any]) -> MeshReport:
     if not isinstance(request, bool):
         raise ProtocolError("field 'request' must be a boolean")
     return MeshReport(links=dict(links), request=request)
+
+
+def _relay_frame(obj: dict[str, Any]) -> RelayFrame:
+    to = _str(obj, "to", MAX_ID_CHARS) if "to" in obj else None
+    sender = _str(obj, "from", MAX_ID_CHARS) if "from" in obj else None
+    if (to is None) == (sender is None):
+        raise ProtocolError("a relay-frame has exactly one of the fields 'to' and 'from'")
+    binary = obj.get("binary", False)
+    if not isinstance(binary, bool):
+        raise ProtocolError("field 'binary' must be a boolean")
+    data: str | bytes
+    if binary:
+        text = _str(obj, "data", MAX_RELAY_FRAME_BYTES)
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"field 'data' is not valid base64: {exc}") from exc
+        if not data or len(data) > MAX_FRAME_BYTES:
+            raise ProtocolError(f"a relayed binary frame is 1 to {MAX_FRAME_BYTES} bytes")
+    else:
+        data = _str(obj, "data", MAX_CONTROL_BYTES)
+    return RelayFrame(data=data, to=to, sender=sender)
 
 
 def _transfer_id(obj: dict[str, Any]) -> str:

@@ -1,9 +1,11 @@
 """A scriptable peer in its own process (and, in the relay test, its own
 network namespace).
 
-Usage: python -m tests.relay_peer URL TOKEN ROOM NAME DOWNLOAD_DIR
+Usage: python -m tests.relay_peer URL TOKEN ROOM NAME DOWNLOAD_DIR [SERVICES]
+(SERVICES: comma-separated, e.g. ``messaging,file_transfer,relay``).
 Prints ``READY <peer_id>``, then one line per event: ``STATE <peer> <state>
-<transport>``, ``MSG <peer> <seq> <text>``, ``FILE <name> <sha256>``. Reads
+<transport>`` (on a relayed link followed by ``ROUTE <peer> <relaying peer id,
+or "server">``), ``MSG <peer> <seq> <text>``, ``FILE <name> <sha256>``. Reads
 commands on stdin: ``send <text>``, ``share <path>``.
 """
 
@@ -14,6 +16,7 @@ import hashlib
 import sys
 
 from p2p_nb.app import P2PApp
+from p2p_nb.errors import PeerUnavailable
 from p2p_nb.mesh import MeshSettings, ReconnectPolicy
 
 SETTINGS = MeshSettings(
@@ -25,7 +28,9 @@ SETTINGS = MeshSettings(
 )
 
 
-async def main(url: str, token: str, room: str, name: str, downloads: str) -> None:
+async def main(
+    url: str, token: str, room: str, name: str, downloads: str, services: str = ""
+) -> None:
     app = await P2PApp.connect(
         url,
         token,
@@ -35,7 +40,8 @@ async def main(url: str, token: str, room: str, name: str, downloads: str) -> No
         mesh_settings=SETTINGS,
     )
     events = app.events("peer_state", "message", "file_received", "transfer_failed", "error")
-    peer_id = await app.join_room(room, name=name)
+    caps = {"services": services.split(",")} if services else None
+    peer_id = await app.join_room(room, name=name, capabilities=caps)
     print(f"READY {peer_id}", flush=True)
 
     async def commands() -> None:
@@ -54,8 +60,14 @@ async def main(url: str, token: str, room: str, name: str, downloads: str) -> No
     try:
         async for event in events:
             if event.name == "peer_state":
-                transport = app.connection_status(event.peer_id or "").transport
-                print(f"STATE {event.peer_id} {event.data['new']} {transport}", flush=True)
+                try:
+                    status = app.connection_status(event.peer_id or "")
+                except PeerUnavailable:  # the peer left: its link is gone
+                    print(f"STATE {event.peer_id} {event.data['new']} none", flush=True)
+                    continue
+                print(f"STATE {event.peer_id} {event.data['new']} {status.transport}", flush=True)
+                if event.data["new"] == "relayed":
+                    print(f"ROUTE {event.peer_id} {status.relay_via or 'server'}", flush=True)
             elif event.name == "message":
                 print(f"MSG {event.peer_id} {event.data.seq} {event.data.text}", flush=True)
             elif event.name == "file_received":
@@ -69,4 +81,4 @@ async def main(url: str, token: str, room: str, name: str, downloads: str) -> No
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:6]))
+    asyncio.run(main(*sys.argv[1:7]))

@@ -7,7 +7,18 @@ import json
 import pytest
 
 from p2p_nb import ProtocolError
-from p2p_nb.protocol import ChatMessage, Ping, Pong, UnknownMessage, decode
+from p2p_nb.protocol import (
+    CHUNK_SIZE,
+    MAX_CONTROL_BYTES,
+    MAX_RELAY_FRAME_BYTES,
+    ChatMessage,
+    Ping,
+    Pong,
+    RelayFrame,
+    UnknownMessage,
+    decode,
+    encode_chunk,
+)
 
 
 def test_chat_round_trip() -> None:
@@ -61,3 +72,32 @@ def good(**over: object) -> str:
 def test_bad_messages_raise_protocol_error(raw: str | bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
         decode(raw)
+
+
+def test_relay_frame_round_trip_and_bounds() -> None:
+    chunk = encode_chunk("ab" * 16, 0, b"\0\xff" * (CHUNK_SIZE // 2))
+    worst = json.dumps({"v": 1, "type": "custom", "q": '"\\' * 16_000})  # every char escaped
+    assert len(worst) <= MAX_CONTROL_BYTES
+    for data, kw in ((chunk, {"to": "b"}), (worst, {"sender": "a"}), ("x", {"to": "b"})):
+        wire = RelayFrame(data=data, **kw).encode()
+        assert len(wire) <= MAX_RELAY_FRAME_BYTES
+        assert decode(wire) == RelayFrame(data=data, **kw)
+    base = {"v": 1, "type": "relay-frame", "data": "x", "binary": False}
+    bad = [
+        {**base},  # neither to nor from
+        {**base, "to": "b", "from": "a"},  # both
+        {**base, "to": ""},
+        {**base, "to": "b" * 65},
+        {**base, "to": "b", "binary": "yes"},
+        {**base, "to": "b", "data": 3},
+        {**base, "to": "b", "binary": True, "data": "not base64!"},
+        {**base, "to": "b", "binary": True, "data": ""},
+        {**base, "to": "b", "binary": True, "data": "AAAA" * 22_000},  # 66 000 bytes
+        {**base, "to": "b", "data": "x" * (MAX_CONTROL_BYTES + 1)},
+    ]
+    for obj in bad:
+        with pytest.raises(ProtocolError):
+            decode(json.dumps(obj))
+    # only a relay-frame may exceed MAX_CONTROL_BYTES
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode(json.dumps({"v": 1, "type": "vote", "pad": "x" * MAX_CONTROL_BYTES}))

@@ -4,6 +4,7 @@ relayed fallback between two network namespaces whose UDP is dropped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -153,15 +154,19 @@ async def sh(*argv: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
-@pytest.fixture
-async def udp_blocked() -> AsyncIterator[Namespaces]:
-    """Two network namespaces joined by a veth pair (10.77.0.1 <-> 10.77.0.2);
-    TCP passes, every UDP packet between them is dropped (nftables)."""
+def skip_without_netns_tools() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces (ip netns)")
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool!r} (Debian: iproute2, nftables; see scripts/setup.sh)")
+
+
+@pytest.fixture
+async def udp_blocked() -> AsyncIterator[Namespaces]:
+    """Two network namespaces joined by a veth pair (10.77.0.1 <-> 10.77.0.2);
+    TCP passes, every UDP packet between them is dropped (nftables)."""
+    skip_without_netns_tools()
     tag = uuid.uuid4().hex[:6]
     ns = Namespaces(f"p2pnb-a-{tag}", f"p2pnb-b-{tag}")
     rc, out = await sh("ip", "netns", "add", ns.a)
@@ -197,6 +202,61 @@ async def udp_blocked() -> AsyncIterator[Namespaces]:
         await sh("ip", "netns", "del", ns.b)
 
 
+@dataclass
+class Triangle:
+    a: str
+    b: str
+    r: str
+
+
+@pytest.fixture
+async def udp_blocked_but_r() -> AsyncIterator[Triangle]:
+    """Three network namespaces: ``r`` is joined to ``a`` (10.77.1.2 <-> 10.77.1.1)
+    and to ``b`` (10.77.2.2 <-> 10.77.2.1) by veth pairs and routes between them;
+    it drops every UDP packet it would forward, so a and b reach each other over
+    TCP only, while both reach r over UDP and TCP."""
+    skip_without_netns_tools()
+    tag = uuid.uuid4().hex[:6]
+    ns = Triangle(f"p2pnb-a-{tag}", f"p2pnb-b-{tag}", f"p2pnb-r-{tag}")
+    rc, out = await sh("ip", "netns", "add", ns.r)
+    if rc:
+        pytest.skip(f"cannot create a network namespace here: {out.strip()}")
+    try:
+        await sh("ip", "netns", "add", ns.a)
+        await sh("ip", "netns", "add", ns.b)
+        script = [
+            ("ip", "netns", "exec", ns.r, "ip", "link", "set", "lo", "up"),
+            ("ip", "netns", "exec", ns.r, "sysctl", "-qw", "net.ipv4.ip_forward=1"),
+            ("ip", "netns", "exec", ns.r, "nft", "add", "table", "inet", "p2pnb"),
+            ("ip", "netns", "exec", ns.r, "nft", "add", "chain", "inet", "p2pnb", "routed",
+             "{ type filter hook forward priority 0; }"),
+            ("ip", "netns", "exec", ns.r, "nft", "add", "rule", "inet", "p2pnb", "routed",
+             "meta", "l4proto", "udp", "drop"),
+        ]  # fmt: skip
+        for name, net in ((ns.a, 1), (ns.b, 2)):
+            here, there = f"vr{name[6]}", f"v{name[6]}r"  # veth ends: vra/var, vrb/vbr
+            script += [
+                ("ip", "netns", "exec", ns.r, "ip", "link", "add", here, "type", "veth", "peer",
+                 "name", there, "netns", name),
+                ("ip", "netns", "exec", ns.r, "ip", "addr", "add", f"10.77.{net}.1/24", "dev",
+                 here),
+                ("ip", "netns", "exec", ns.r, "ip", "link", "set", here, "up"),
+                ("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"),
+                ("ip", "netns", "exec", name, "ip", "addr", "add", f"10.77.{net}.2/24", "dev",
+                 there),
+                ("ip", "netns", "exec", name, "ip", "link", "set", there, "up"),
+                ("ip", "netns", "exec", name, "ip", "route", "add", "default", "via",
+                 f"10.77.{net}.1"),
+            ]  # fmt: skip
+        for argv in script:
+            rc, out = await sh(*argv)
+            assert rc == 0, f"{' '.join(argv)}: {out}"
+        yield ns
+    finally:
+        for name in (ns.a, ns.b, ns.r):
+            await sh("ip", "netns", "del", name)
+
+
 class NsPeer:
     """tests/relay_peer.py in a namespace; its stdout lines are its events."""
 
@@ -205,10 +265,12 @@ class NsPeer:
         self.lines: list[str] = []
 
     @classmethod
-    async def start(cls, ns: str, url: str, token: str, name: str, downloads: Path) -> NsPeer:
+    async def start(
+        cls, ns: str, url: str, token: str, name: str, downloads: Path, services: str = ""
+    ) -> NsPeer:
         proc = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", ns, sys.executable, "-m", "tests.relay_peer",
-            url, token, "room1", name, str(downloads),
+            url, token, "room1", name, str(downloads), *([services] if services else []),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
         )  # fmt: skip
         return cls(proc)
@@ -282,6 +344,122 @@ async def test_relayed_fallback_when_udp_is_blocked(
         assert name == "data.bin"
         assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
         assert (tmp_path / "b" / "data.bin").read_bytes() == src.read_bytes()
+    finally:
+        for peer in peers:
+            await peer.stop()
+        await stop_process(server)
+
+
+async def test_relayed_through_a_peer_offering_relay(
+    udp_blocked_but_r: Triangle, tmp_path: Path
+) -> None:
+    """a and b cannot open a direct link; r offers the ``relay`` service and has
+    direct links to both, and the server relays nothing (``--no-relay``): every
+    a<->b frame goes through r, in order, and both show the link ``relayed``."""
+    ns = udp_blocked_but_r
+    server = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns.r, sys.executable, "-m", "p2p_nb.server",
+        "--host", "10.77.1.1", "--port", "4000", "--token", "relay-test-token", "--no-relay",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    peers: list[NsPeer] = []
+    try:
+        assert server.stdout is not None
+        banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        url = banner.rsplit(" ", 1)[1].strip()
+        assert url == "http://10.77.1.1:4000/"
+        token = "relay-test-token"
+        services = "messaging,file_transfer,relay"
+        r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", services)
+        peers.append(r)
+        id_r = (await r.expect("READY"))[1]
+        a = await NsPeer.start(ns.a, url, token, "ana", tmp_path / "a")
+        peers.append(a)
+        b = await NsPeer.start(ns.b, url, token, "ben", tmp_path / "b")
+        peers.append(b)
+        id_a = (await a.expect("READY"))[1]
+        id_b = (await b.expect("READY"))[1]
+        # no direct path and no server relay: after the failed ICE attempt, r relays
+        for peer, other in ((a, id_b), (b, id_a)):
+            state = await peer.expect(f"STATE {other} relayed", timeout=60)
+            assert state[3] == "relay"
+            route = await peer.expect(f"ROUTE {other}")
+            assert route[2] == id_r
+            assert not any(f"STATE {other} connected" in line for line in peer.lines)
+            # ... while its own link to r is direct
+            assert any(line == f"STATE {id_r} connected direct" for line in peer.lines)
+
+        for i in range(30):
+            await a.command(f"send from-a {i}")
+        for i in range(5):
+            await b.command(f"send from-b {i}")
+        got: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for _ in range(30):
+            _, sender, seq, text = await b.expect("MSG")
+            got[sender].append((int(seq), text))
+        assert got == {id_a: [(i + 1, f"from-a {i}") for i in range(30)]}
+        back = [(await a.expect("MSG"))[1:] for _ in range(5)]
+        assert back == [[id_b, str(i + 1), f"from-b {i}"] for i in range(5)]
+
+        for source, receiver, name in ((a, b, "b"), (b, a, "a")):
+            src = tmp_path / f"to-{name}.bin"
+            src.write_bytes(os.urandom(300_000))
+            await source.command(f"share {src}")
+            _, fname, digest = (await receiver.expect("FILE", timeout=60))[:3]
+            assert fname == src.name
+            assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+            assert (tmp_path / name / src.name).read_bytes() == src.read_bytes()
+        with contextlib.suppress(TimeoutError):  # read what r printed so far
+            await r.expect("(nothing)", timeout=1)
+        assert f"STATE {id_a} connected direct" in r.lines
+        assert f"STATE {id_b} connected direct" in r.lines
+    finally:
+        for peer in peers:
+            await peer.stop()
+        await stop_process(server)
+
+
+async def test_relay_peer_gone_falls_back_to_the_signaling_relay(
+    udp_blocked_but_r: Triangle, tmp_path: Path
+) -> None:
+    """A peer offering ``relay`` is preferred to the server's relay; when it goes
+    away, the link moves to the signaling relay and messages flow again."""
+    ns = udp_blocked_but_r
+    server = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns.r, sys.executable, "-m", "p2p_nb.server",
+        "--host", "10.77.1.1", "--port", "4000", "--token", "relay-test-token",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    peers: list[NsPeer] = []
+    try:
+        assert server.stdout is not None
+        banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        url = banner.rsplit(" ", 1)[1].strip()
+        token = "relay-test-token"
+        r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", "messaging,relay")
+        peers.append(r)
+        id_r = (await r.expect("READY"))[1]
+        a = await NsPeer.start(ns.a, url, token, "ana", tmp_path / "a")
+        peers.append(a)
+        b = await NsPeer.start(ns.b, url, token, "ben", tmp_path / "b")
+        peers.append(b)
+        id_a = (await a.expect("READY"))[1]
+        id_b = (await b.expect("READY"))[1]
+        for peer, other in ((a, id_b), (b, id_a)):
+            await peer.expect(f"STATE {other} relayed", timeout=60)
+            assert (await peer.expect(f"ROUTE {other}"))[2] == id_r
+        await a.command("send through r")
+        assert (await b.expect("MSG"))[1:] == [id_a, "1", "through r"]
+
+        await r.stop()  # gone without a goodbye: the links to it time out
+        for peer, other in ((a, id_b), (b, id_a)):
+            await peer.expect(f"ROUTE {other} server", timeout=90)
+        for i in range(10):
+            await a.command(f"send through the server {i}")
+        got = [(await b.expect("MSG"))[1:] for _ in range(10)]
+        assert got == [[id_a, str(i + 2), f"through the server {i}"] for i in range(10)]
+        await b.command("send back")
+        assert (await a.expect("MSG"))[1:] == [id_b, "1", "back"]
     finally:
         for peer in peers:
             await peer.stop()
