@@ -298,24 +298,39 @@ class NsPeer:
         await self.proc.wait()
 
 
-async def test_relayed_fallback_when_udp_is_blocked(
-    udp_blocked: Namespaces, tmp_path: Path
-) -> None:
-    ns = udp_blocked
+RELAY_TOKEN = "relay-test-token"
+
+
+async def ns_server(
+    namespace: str, host: str, *extra: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    """``p2p-nb-signal`` inside ``namespace`` on ``host``:4000; returns it and its URL."""
     server = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns.a, sys.executable, "-m", "p2p_nb.server",
-        "--host", "10.77.0.1", "--port", "4000", "--token", "relay-test-token",
+        "ip", "netns", "exec", namespace, sys.executable, "-m", "p2p_nb.server",
+        "--host", host, "--port", "4000", "--token", RELAY_TOKEN, *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    peers: list[NsPeer] = []
     try:
         assert server.stdout is not None
         banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
         url = banner.rsplit(" ", 1)[1].strip()
-        assert url == "http://10.77.0.1:4000/"
-        a = await NsPeer.start(ns.a, url, "relay-test-token", "ana", tmp_path / "a")
+        assert url == f"http://{host}:4000/"
+    except BaseException:
+        await stop_process(server)
+        raise
+    return server, url
+
+
+async def test_relayed_fallback_when_udp_is_blocked(
+    udp_blocked: Namespaces, tmp_path: Path
+) -> None:
+    ns = udp_blocked
+    server, url = await ns_server(ns.a, "10.77.0.1")
+    peers: list[NsPeer] = []
+    try:
+        a = await NsPeer.start(ns.a, url, RELAY_TOKEN, "ana", tmp_path / "a")
         peers.append(a)
-        b = await NsPeer.start(ns.b, url, "relay-test-token", "ben", tmp_path / "b")
+        b = await NsPeer.start(ns.b, url, RELAY_TOKEN, "ben", tmp_path / "b")
         peers.append(b)
         id_a = (await a.expect("READY"))[1]
         id_b = (await b.expect("READY"))[1]
@@ -357,18 +372,10 @@ async def test_relayed_through_a_peer_offering_relay(
     direct links to both, and the server relays nothing (``--no-relay``): every
     a<->b frame goes through r, in order, and both show the link ``relayed``."""
     ns = udp_blocked_but_r
-    server = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns.r, sys.executable, "-m", "p2p_nb.server",
-        "--host", "10.77.1.1", "--port", "4000", "--token", "relay-test-token", "--no-relay",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    server, url = await ns_server(ns.r, "10.77.1.1", "--no-relay")
     peers: list[NsPeer] = []
     try:
-        assert server.stdout is not None
-        banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
-        url = banner.rsplit(" ", 1)[1].strip()
-        assert url == "http://10.77.1.1:4000/"
-        token = "relay-test-token"
+        token = RELAY_TOKEN
         services = "messaging,file_transfer,relay"
         r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", services)
         peers.append(r)
@@ -425,17 +432,10 @@ async def test_relay_peer_gone_falls_back_to_the_signaling_relay(
     """A peer offering ``relay`` is preferred to the server's relay; when it goes
     away, the link moves to the signaling relay and messages flow again."""
     ns = udp_blocked_but_r
-    server = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns.r, sys.executable, "-m", "p2p_nb.server",
-        "--host", "10.77.1.1", "--port", "4000", "--token", "relay-test-token",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    server, url = await ns_server(ns.r, "10.77.1.1")
     peers: list[NsPeer] = []
     try:
-        assert server.stdout is not None
-        banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
-        url = banner.rsplit(" ", 1)[1].strip()
-        token = "relay-test-token"
+        token = RELAY_TOKEN
         r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", "messaging,relay")
         peers.append(r)
         id_r = (await r.expect("READY"))[1]
