@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import time
 import uuid
@@ -39,6 +38,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
+from .backoff import Backoff
 from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError
 from .tasks import TaskSet
 
@@ -78,20 +78,12 @@ it buffers at most this much."""
 
 
 @dataclass(frozen=True)
-class ReconnectPolicy:
+class ReconnectPolicy(Backoff):
     """How hard a dropped link is retried before the peer is reported lost."""
 
     max_attempts: int = 6
-    base_delay: float = 0.25
-    max_delay: float = 8.0
-    jitter: float = 0.5
-    """Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
     attempt_timeout: float = 15.0
     """An attempt that has not opened its channel by then counts as failed."""
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
-        return float(base * random.uniform(1 - self.jitter, 1 + self.jitter))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import socketio
 
+from .backoff import Backoff
 from .errors import AuthError, P2PError, P2PTimeoutError, SignalingError
 from .tasks import TaskSet
 
@@ -64,16 +64,10 @@ class JoinResult:
 
 
 @dataclass(frozen=True)
-class ReconnectSettings:
+class ReconnectSettings(Backoff):
     """How the client gets back to the signaling server after losing it."""
 
-    base_delay: float = 0.25
     max_delay: float = 5.0
-    jitter: float = 0.5
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.max_delay, self.base_delay * 2 ** max(0, attempt - 1))
-        return float(base * random.uniform(1 - self.jitter, 1 + self.jitter))
 
 
 def normalise_base_url(url: str) -> str:
