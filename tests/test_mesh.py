@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections import defaultdict
 
 import pytest
 
-from p2p_nb import PeerUnavailable, SignalingError
+from p2p_nb import PeerUnavailable, ProtocolError, SignalingError, protocol
 from p2p_nb.app import P2PApp
 
 from .conftest import MakePeer, RunningServer, ServerProcess, peer_process
@@ -206,3 +207,47 @@ async def test_threaded_app_from_the_test_loop(make_peer: MakePeer) -> None:
     await a.disconnect()
     assert thread is not None
     assert thread.loop.is_closed()
+
+
+async def test_a_burst_travels_in_few_frames_and_keeps_its_order(make_peer: MakePeer) -> None:
+    """Messages sent in one loop turn share data-channel messages (batches);
+    one too big for a batch travels alone, between the batches, in order."""
+    a = await make_peer("a")
+    b = await make_peer("b")
+    await wait_mesh([a, b])
+    link = a._mesh.links[b.peer_id or ""]  # type: ignore[union-attr]
+    inbox = b.events("message")
+    texts = [f"burst {i}" for i in range(300)]
+    texts[150] = "L" * 15_900  # its envelope is over BATCH_MAX_CHARS
+    frames, sent = link.frames_sent, link.messages_sent
+    for text in texts:  # no await suspends here: all in one turn of the loop
+        await a.send_message(text)
+    got = [(await inbox.get(timeout=20)).data.text for _ in texts]
+    assert got == texts
+    assert link.messages_sent - sent == len(texts)
+    assert link.frames_sent - frames < 20
+
+
+async def test_a_bad_part_of_a_batch_is_dropped_and_the_rest_delivered(
+    make_peer: MakePeer,
+) -> None:
+    a = await make_peer("a")
+    b = await make_peer("b")
+    await wait_mesh([a, b])
+    inbox, errors = b.events("message"), b.events("error")
+    channel = a._mesh.links[b.peer_id or ""].channel  # type: ignore[union-attr]
+    assert channel is not None
+
+    def chat(text: str, seq: int) -> str:
+        return protocol.ChatMessage(text=text, seq=seq, ts=time.time()).encode()
+
+    channel.send("\n".join([chat("one", 1), '{"v": 1, "type": "chat"', "", chat("two", 2)]))
+    assert [(await inbox.get(timeout=10)).data.text for _ in range(2)] == ["one", "two"]
+    for _ in range(2):  # the truncated JSON and the empty part
+        ev = await errors.get(timeout=10)
+        assert ev.peer_id == a.peer_id
+        assert isinstance(ev.data, ProtocolError)
+    a._seq = 2  # the hand-made messages above took sequence numbers 1 and 2
+    await a.send_message("still connected")
+    assert (await inbox.get(timeout=10)).data.text == "still connected"
+    assert b.connection_status(a.peer_id or "").state == "connected"

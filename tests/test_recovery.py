@@ -34,8 +34,9 @@ async def test_cut_link_comes_back_and_queued_messages_arrive_in_order(
     a = await make_peer("a")
     b = await make_peer("b")
     await wait_mesh([a, b])
-    await a.send_message("before")
     inbox = b.events("message")
+    await a.send_message("before")
+    assert (await inbox.get(timeout=10)).data.text == "before"
     states = a.events("peer_reconnecting", "peer_connected")
     await a._mesh.links[b.peer_id or ""].cut()  # type: ignore[union-attr]
     ev = await states.get(timeout=10)
