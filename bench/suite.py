@@ -333,6 +333,7 @@ class Suite:
         idle: list[float] = []
         idle_total: list[float] = []
         per_conn: list[float] = []
+        first_room: dict[int, tuple[float, int]] = {}
         for run in range(self.cfg.mesh_runs):
             previous = 0
             for n in sizes:
@@ -349,11 +350,18 @@ class Suite:
                 times[n].append(max(d["t"] for d in done) - t0)
                 infos = await asyncio.gather(*(w.call("info") for w in members))
                 rss[n].append(statistics.median(i["rss_mb"] for i in infos))
-                if run == 0 and n == sizes[-1]:
-                    # processes in their first room: growth over their idle RSS
-                    per_conn += [
-                        (infos[i]["rss_mb"] - ready_rss[i]) / (n - 1) for i in range(previous, n)
-                    ]
+                if run == 0:
+                    # growth from a process's first room (where everything a
+                    # connection needs got loaded, as in the raw baseline's
+                    # first connection) to the largest room
+                    for i in range(previous, n):
+                        first_room[i] = (infos[i]["rss_mb"], n)
+                    if n == sizes[-1]:
+                        per_conn += [
+                            (infos[i]["rss_mb"] - rss0) / (n - n0)
+                            for i, (rss0, n0) in first_room.items()
+                            if n0 < n
+                        ]
                 if n == 8 or (n == sizes[-1] and 8 not in sizes):
                     cpu = await self.idle_cpu([w.pid for w in members])
                     idle.append(statistics.median(cpu))

@@ -56,3 +56,33 @@ def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
     assert png.stat().st_size > 10_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "targets" in proc.stdout
+
+
+@pytest.mark.timeout(180)
+def test_profile_samples_both_ends_of_a_burst(tmp_path: Path) -> None:
+    """``python -m bench.profile``: py-spy attaches to both workers and the
+    summary names the frames where they spent their time."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.profile",
+            "--kind",
+            "p2p",
+            "-n",
+            "20000",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "msg/s delivered" in proc.stdout
+    for side in ("sender", "receiver"):
+        stacks = (tmp_path / f"p2p-{side}.txt").read_text().splitlines()
+        assert any("aiortc/rtcsctptransport.py" in line for line in stacks), side
+        assert f"p2p-{side}.txt: " in proc.stdout
