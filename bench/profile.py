@@ -1,11 +1,12 @@
-"""``python -m bench.profile``: py-spy both ends of a small-message burst.
+"""``python -m bench.profile``: py-spy both ends of a small-message burst (or a file).
 
     unshare -n sh -c 'ip link set lo up; ip addr add 127.0.0.2/8 dev lo; \\
         exec .venv/bin/python -m bench.profile --kind p2p -n 100000'
 
 Starts one pair of ``bench.worker`` processes (``p2p``: through the signaling
 server and the public API; ``raw``: a bare aiortc data channel), sends ``-n``
-messages of ``--size`` bytes from one to the other while ``py-spy record``
+messages of ``--size`` bytes (or, with ``--file-mb``, a file) from one to the
+other while ``py-spy record``
 samples both processes, and prints the rate and, per side, the functions with
 the most samples (self and inclusive). The raw profiles are kept in ``--out``
 (py-spy's ``raw`` format: one collapsed stack per line, for flame graphs).
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 from .procs import Registry, signal_server
-from .suite import Config, Suite
+from .suite import MB, Config, Suite
 
 
 def summarize(path: Path, top: int) -> str:
@@ -85,21 +86,35 @@ async def profile(args: argparse.Namespace) -> None:
             )
             for w, side in ((a, "sender"), (b, "receiver"))
         ]
-        await b.call("arm", n=args.n)
-        sent = await a.call("msg_send", n=args.n, size=args.size, timeout=600)
-        got = await b.call("wait_count", timeout=600)
+        variant = f"{args.kind}{' + uvloop' if args.uvloop else ''}"
+        if args.file_mb:
+            size = int(args.file_mb * MB)
+            await b.call("bulk_arm", n=size)
+            if args.kind == "p2p":
+                sent = await a.call("share", path=str(suite.file(size)), timeout=600)
+            else:
+                sent = await a.call("bulk_send", n=size, timeout=600)
+            got = await b.call("bulk_wait", timeout=600)
+            done = f"{size / MB / (got['t_done'] - sent['t0']):.1f} MB/s"
+            result = f"{variant}: a file of {args.file_mb:g} MB: {done}"
+        else:
+            await b.call("arm", n=args.n)
+            sent = await a.call("msg_send", n=args.n, size=args.size, timeout=600)
+            got = await b.call("wait_count", timeout=600)
+            result = (
+                f"{variant}: {args.n} messages of {args.size} B: "
+                f"{args.n / (got['t'] - sent['t0']):.0f} msg/s delivered (the sender's "
+                f"loop ran at {args.n / (sent['t1'] - sent['t0']):.0f} msg/s)"
+            )
         for spy in spies:  # SIGINT: py-spy writes what it sampled and exits
             spy.send_signal(2)
         await asyncio.gather(*(spy.wait() for spy in spies))
-        print(
-            f"{args.kind}{' + uvloop' if args.uvloop else ''}: {args.n} messages of "
-            f"{args.size} B: {args.n / (got['t'] - sent['t0']):.0f} msg/s delivered "
-            f"(the sender's loop ran at {args.n / (sent['t1'] - sent['t0']):.0f} msg/s)"
-        )
+        print(result)
         for side in ("sender", "receiver"):
             print(summarize(args.out / f"{args.kind}-{side}.txt", args.top))
     finally:
         await reg.stop_all()
+        shutil.rmtree(suite.tmp, ignore_errors=True)
 
 
 def main() -> int:
@@ -108,6 +123,9 @@ def main() -> int:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("-n", type=int, default=100_000, help="messages in the burst")
     parser.add_argument("--size", type=int, default=100, help="bytes of text per message")
+    parser.add_argument(
+        "--file-mb", type=float, default=0, help="profile a file transfer of this size instead"
+    )
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("bench/results/profile"))
     args = parser.parse_args()

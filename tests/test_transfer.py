@@ -14,6 +14,7 @@ import pytest
 from p2p_nb import protocol
 from p2p_nb.app import P2PApp
 from p2p_nb.events import EventStream
+from p2p_nb.transfer import TransferSettings
 
 from .conftest import MakePeer, RunningServer, peer_process
 from .test_mesh import wait_mesh
@@ -405,3 +406,11 @@ async def test_sender_killed_mid_transfer(
         assert "gone" in ev.data["reason"]
     assert listing(tmp_path / "b") == []
     assert "huge.bin" not in b.received
+
+
+def test_the_send_window_is_short_on_loopback_and_grows_with_the_round_trip() -> None:
+    s = TransferSettings()
+    assert s.window_for(None) == s.window_for(0.0002) == s.window == 256 * 2**10
+    assert s.window_for(0.05) == int(0.05 * s.window_rate)  # 3.2 MB for a 50 ms link
+    assert s.window_for(5.0) == s.max_window
+    assert s.ack_every * 2 <= s.window  # the receiver acknowledges well inside it
