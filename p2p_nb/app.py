@@ -388,7 +388,7 @@ class P2PApp:
         )
         wire = msg.encode()
         for peer_id in targets:
-            mesh.send(peer_id, wire)
+            mesh.send(peer_id, wire, seq=msg.seq)
         self.messages.append(msg)
         return msg
 
@@ -789,7 +789,8 @@ class P2PApp:
                 log.warning("message from %s addressed to %s, not us", peer_id, msg.to)
                 return
             if msg.seq <= self._last_seq.get(peer_id, 0):
-                log.warning("duplicate or out-of-order message %s from %s", msg.seq, peer_id)
+                # a message sent again after a link failure, which we had
+                log.debug("duplicate message %s from %s dropped", msg.seq, peer_id)
                 return
             self._last_seq[peer_id] = msg.seq
             peer = self._peers.get(peer_id)

@@ -70,6 +70,14 @@ ACTIVE_STATES = frozenset({"connecting", "connected", "relayed", "reconnecting"}
 """States that count against ``max_connections``."""
 MAX_OUTBOX = 1000
 """Messages held per peer while its link is opening or re-opening."""
+MAX_UNACKED = 10_000
+"""Chat frames a link keeps until the peer confirms them with a ``chat-ack``:
+a link that fails loses what its data channel held, so these go again, first,
+when it re-opens (the receiver drops any it had, by ``seq``)."""
+ACK_DELAY = 0.05
+"""A ``chat-ack`` joins the link's next batch of frames, or goes alone after
+this many seconds: it never costs a data-channel message of its own ahead of,
+or right behind, a reply, so round trips do not pay for it."""
 LOW_WATER = 256 * 1024
 """``bufferedAmountLowThreshold``: senders waiting for room wake below this."""
 BATCH_MAX_CHARS = 16_000
@@ -318,6 +326,10 @@ class PeerLink:
         self.outbox: deque[str | bytes] = deque()
         self._batch: list[str] = []
         self._batch_chars = 0
+        self.unacked: deque[tuple[int, str]] = deque(maxlen=MAX_UNACKED)
+        """(seq, frame) of chat frames sent and not yet confirmed by the peer."""
+        self._ack_due: int | None = None
+        self._ack_timer: asyncio.TimerHandle | None = None
         self.signals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._wake = asyncio.Event()
 
@@ -354,6 +366,7 @@ class PeerLink:
             if state == "lost":
                 self.mesh.on_event("peer_lost", self.peer_id, {"name": self.name})
             self._unbatch()
+            self.unacked.clear()
             if self.outbox:
                 undelivered = list(self.outbox)
                 self.outbox.clear()
@@ -514,11 +527,43 @@ class PeerLink:
             return
         if self.pc is not None:
             enlarge_socket_buffers(self.pc)
+        self._resend_unacked()
         self._flush()
         if self.attempts:
             self.reconnects += 1
         self.attempts = 0
         self._set_state("connected" if self.transport == "direct" else "relayed")
+
+    def _resend_unacked(self) -> None:
+        """Chat frames a previous channel took but the peer never confirmed go
+        first; the outbox (frames never sent) follows in its own order."""
+        queued = {id(frame) for frame in self.outbox}
+        again = [frame for _, frame in self.unacked if id(frame) not in queued]
+        if again:
+            log.info("link %s: sending %d unconfirmed messages again", self.peer_id, len(again))
+            self.outbox.extendleft(reversed(again))
+
+    def acked(self, seq: int) -> None:
+        """The peer has every chat frame up to ``seq``."""
+        while self.unacked and self.unacked[0][0] <= seq:
+            self.unacked.popleft()
+        self._notify()
+
+    def _ack_later(self, seq: int) -> None:
+        """Confirm chat up to ``seq`` soon (see :data:`ACK_DELAY`): one
+        ``chat-ack`` covers every message received until then."""
+        if self._ack_due is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._send_ack)
+        self._ack_due = max(seq, self._ack_due or 0)
+
+    def _send_ack(self) -> None:
+        seq, self._ack_due = self._ack_due, None
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if seq is not None:
+            with contextlib.suppress(PeerUnavailable):
+                self.send(protocol.ChatAck(seq).encode())
 
     def _flush(self) -> None:
         assert self.channel is not None
@@ -650,6 +695,8 @@ class PeerLink:
             self.send(protocol.Pong(id=msg.id, ts=msg.ts).encode())
         elif isinstance(msg, protocol.Pong):
             self.rtt = max(0.0, time.time() - msg.ts)
+        elif isinstance(msg, protocol.ChatAck):
+            self.acked(msg.seq)
         elif isinstance(msg, protocol.MeshReport):
             self.mesh._on_report(self.peer_id, msg)
         elif isinstance(msg, protocol.RelayOpen):
@@ -668,22 +715,32 @@ class PeerLink:
             elif msg.sender is not None:
                 self.mesh._relayed_in(self.peer_id, msg.sender, msg.data)
         else:
+            if isinstance(msg, protocol.ChatMessage):
+                self._ack_later(msg.seq)
             self.mesh.on_event("control", self.peer_id, msg)
 
     # ------------------------------------------------------------- sending
-    def send(self, data: str | bytes) -> None:
-        """Send now, or queue (bounded) while the link is opening or re-opening."""
-        if self.channel is not None and self.channel.readyState == "open":
-            self._transmit(data)
-        elif self.state in ("closed", "lost", "limited"):
+    def send(self, data: str | bytes, seq: int | None = None) -> None:
+        """Send now, or queue (bounded) while the link is opening or re-opening.
+
+        A chat frame comes with its ``seq``: it is kept until the peer confirms
+        it, and sent again if the link fails first (see :data:`MAX_UNACKED`)."""
+        is_open = self.channel is not None and self.channel.readyState == "open"
+        if not is_open and self.state in ("closed", "lost", "limited"):
             reason = f" ({self.limited_reason})" if self.limited_reason else ""
             raise PeerUnavailable(f"link to peer {self.peer_id} is {self.state}{reason}")
-        elif len(self.outbox) >= MAX_OUTBOX:
+        if not is_open and len(self.outbox) >= MAX_OUTBOX:
             raise PeerUnavailable(
                 f"peer {self.peer_id} is {self.state} and {MAX_OUTBOX} messages are queued"
             )
+        if seq is not None and isinstance(data, str):
+            self.unacked.append((seq, data))
+        if is_open:
+            self._transmit(data)
         else:
             self.outbox.append(data)
+        if self._ack_due is not None and self._batch:
+            self._send_ack()  # joins the batch this frame is in
 
     async def wait_writable(self, high_water: int) -> None:
         """Until the channel is open with at most ``high_water`` bytes buffered.
@@ -911,6 +968,9 @@ class PeerLink:
             self._attempt_failed(self.generation, "relay cut")
 
     async def close(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self.channel is not None and self.channel.readyState == "open":
             self._send_batch()  # what was sent before leaving still leaves
         self._set_state("closed")
@@ -1073,8 +1133,8 @@ class Mesh:
             raise PeerUnavailable(f"no peer {peer_id!r} in this room")
         return link
 
-    def send(self, peer_id: str, data: str | bytes) -> None:
-        self.link(peer_id).send(data)
+    def send(self, peer_id: str, data: str | bytes, seq: int | None = None) -> None:
+        self.link(peer_id).send(data, seq)
 
     def connected_peers(self) -> list[str]:
         """Peers messages reach now: direct links and relayed ones."""

@@ -70,6 +70,17 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ChatAck:
+    """The highest chat ``seq`` received from the peer at the other end: it may
+    forget its copies up to there (and sends the rest again after a drop)."""
+
+    seq: int
+
+    def encode(self) -> str:
+        return _dump({"v": PROTOCOL_VERSION, "type": "chat-ack", "seq": self.seq})
+
+
+@dataclass(frozen=True)
 class Ping:
     id: str
     ts: float
@@ -234,6 +245,7 @@ MAX_META_BYTES = 32 * 1024
 
 Message = (
     ChatMessage
+    | ChatAck
     | Ping
     | Pong
     | FileOffer
@@ -247,6 +259,7 @@ Message = (
 BUILTIN_TYPES = frozenset(
     {
         "chat",
+        "chat-ack",
         "ping",
         "pong",
         "file-offer",
@@ -329,6 +342,13 @@ def _str(obj: dict[str, Any], key: str, max_len: int, *, allow_empty: bool = Fal
     return value
 
 
+def _seq(obj: dict[str, Any]) -> int:
+    seq = obj.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ProtocolError("field 'seq' must be a non-negative integer")
+    return seq
+
+
 def _number(obj: dict[str, Any], key: str) -> float:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -360,10 +380,10 @@ def decode(data: str | bytes) -> Message:
         raise ProtocolError("field 'type' must be a short non-empty string")
     if kind == "relay-frame":
         return _relay_frame(obj)
+    if kind == "chat-ack":
+        return ChatAck(seq=_seq(obj))
     if kind == "chat":
-        seq = obj.get("seq")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-            raise ProtocolError("field 'seq' must be a non-negative integer")
+        seq = _seq(obj)
         to = obj.get("to")
         if to is not None:
             to = _str(obj, "to", MAX_ID_CHARS)

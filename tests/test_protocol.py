@@ -11,6 +11,7 @@ from p2p_nb.protocol import (
     CHUNK_SIZE,
     MAX_CONTROL_BYTES,
     MAX_RELAY_FRAME_BYTES,
+    ChatAck,
     ChatMessage,
     Ping,
     Pong,
@@ -31,6 +32,10 @@ def test_chat_round_trip() -> None:
 def test_ping_pong_round_trip() -> None:
     assert decode(Ping(id="p1", ts=2.0).encode()) == Ping(id="p1", ts=2.0)
     assert decode(Pong(id="p1", ts=2.0).encode()) == Pong(id="p1", ts=2.0)
+
+
+def test_chat_ack_round_trip() -> None:
+    assert decode(ChatAck(seq=41).encode()) == ChatAck(seq=41)
 
 
 def test_unknown_type_is_not_an_error() -> None:
@@ -65,6 +70,8 @@ def good(**over: object) -> str:
         (good(text="x" * 20_000), "longer"),
         (good(id=""), "empty"),
         (good(to=7), "to"),
+        ('{"v":1,"type":"chat-ack"}', "seq"),
+        ('{"v":1,"type":"chat-ack","seq":-3}', "seq"),
         ("[" * 100_000, "exceeds|JSON"),
         ("x" * 70_000, "exceeds"),
     ],

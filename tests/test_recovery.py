@@ -57,6 +57,37 @@ async def test_cut_link_comes_back_and_queued_messages_arrive_in_order(
     assert a.connection_status(b.peer_id or "").queued == 0
 
 
+async def test_messages_the_channel_took_before_a_cut_arrive_once_after_it(
+    make_peer: MakePeer,
+) -> None:
+    """What the old data channel held when the link failed is sent again, first,
+    when it re-opens; the receiver drops what it already had (by seq)."""
+    a = await make_peer("a")
+    b = await make_peer("b")
+    await wait_mesh([a, b])
+    link = a._mesh.links[b.peer_id or ""]  # type: ignore[union-attr]
+    inbox = b.events("message")
+    reconnected = a.events("peer_connected")
+    sent = []
+    for i in range(200):
+        sent.append(await a.send_message(f"in flight {i}"))
+        if i % 20 == 19:
+            await asyncio.sleep(0)  # let batches reach the channel, as a busy sender's would
+    assert link.unacked, "nothing in flight: the test would prove nothing"
+    await link.cut()
+    assert (await reconnected.get(timeout=20)).peer_id == b.peer_id
+    got = [(await inbox.get(timeout=10)).data for _ in sent]
+    assert [m.seq for m in got] == [m.seq for m in sent]
+    assert [m.text for m in got] == [m.text for m in sent]
+    with pytest.raises(TimeoutError):  # nothing twice
+        await inbox.get(timeout=0.5)
+    await a.send_message("after")
+    assert (await inbox.get(timeout=10)).data.text == "after"
+    async with asyncio.timeout(5):  # b's chat-acks let a forget its copies
+        while link.unacked:
+            await link._wake.wait()  # set by every ack
+
+
 async def test_signaling_server_restart_is_survived() -> None:
     server = await spawn_signal_server("--resume-grace", "5")
     port = server.url.rstrip("/").rsplit(":", 1)[1]
