@@ -35,7 +35,7 @@ CHUNK = 65_536
 """Bulk frames: p2p-nb's frame size (64 KiB, header included)."""
 HIGH_WATER = 1 << 20
 LOW_WATER = 256 * 1024
-"""The same flow control as p2p-nb (``TransferSettings.high_water``, ``mesh.LOW_WATER``)."""
+"""The same flow control as p2p-nb (``TransferSettings.high_water``, ``peerlink.LOW_WATER``)."""
 ACK_EVERY = 1 << 20
 WINDOW = 8 << 20
 """Socket.IO relay bulk: acknowledged like p2p-nb's transfers (1 MiB acks, 8 MiB window)."""

@@ -30,7 +30,8 @@ from .capabilities import Capabilities
 from .discovery import discover_server
 from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError, TransferError
 from .events import Event, EventBus, EventStream, Handler
-from .mesh import OPEN_STATES, ConnectionQuality, LinkStatus, Mesh, MeshSettings
+from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
+from .mesh import Mesh
 from .netthread import NetworkThread
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet

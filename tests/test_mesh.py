@@ -219,13 +219,13 @@ async def test_a_burst_travels_in_few_frames_and_keeps_its_order(make_peer: Make
     inbox = b.events("message")
     texts = [f"burst {i}" for i in range(300)]
     texts[150] = "L" * 15_900  # its envelope is over BATCH_MAX_CHARS
-    frames, sent = link.frames_sent, link.messages_sent
+    frames, sent = link.out.frames_sent, link.out.messages_sent
     for text in texts:  # no await suspends here: all in one turn of the loop
         await a.send_message(text)
     got = [(await inbox.get(timeout=20)).data.text for _ in texts]
     assert got == texts
-    assert link.messages_sent - sent == len(texts)
-    assert link.frames_sent - frames < 20
+    assert link.out.messages_sent - sent == len(texts)
+    assert link.out.frames_sent - frames < 20
 
 
 async def test_a_bad_part_of_a_batch_is_dropped_and_the_rest_delivered(

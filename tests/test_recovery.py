@@ -73,7 +73,7 @@ async def test_messages_the_channel_took_before_a_cut_arrive_once_after_it(
         sent.append(await a.send_message(f"in flight {i}"))
         if i % 20 == 19:
             await asyncio.sleep(0)  # let batches reach the channel, as a busy sender's would
-    assert link.unacked, "nothing in flight: the test would prove nothing"
+    assert link.out.unacked, "nothing in flight: the test would prove nothing"
     await link.cut()
     assert (await reconnected.get(timeout=20)).peer_id == b.peer_id
     got = [(await inbox.get(timeout=10)).data for _ in sent]
@@ -84,7 +84,7 @@ async def test_messages_the_channel_took_before_a_cut_arrive_once_after_it(
     await a.send_message("after")
     assert (await inbox.get(timeout=10)).data.text == "after"
     async with asyncio.timeout(5):  # b's chat-acks let a forget its copies
-        while link.unacked:
+        while link.out.unacked:
             await link._wake.wait()  # set by every ack
 
 
