@@ -16,6 +16,7 @@ from .errors import (
     ProtocolError,
     SignalingError,
     TransferError,
+    TurnError,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "ProtocolError",
     "SignalingError",
     "TransferError",
+    "TurnError",
     "__version__",
 ]
 

@@ -200,7 +200,8 @@ class P2PApp:
 
         Without ``url`` the Jupyter server this kernel runs under is used (its
         URL and token are discovered). ``ice_servers`` defaults to none: peers
-        on one machine or LAN need no STUN/TURN. ``thread`` (default: only
+        on one machine or LAN need no STUN/TURN; a signaling server configured
+        with a TURN server hands out credentials for it, used after these. ``thread`` (default: only
         inside a kernel) runs the network on its own thread, so blocking cells
         do not drop peers. Received files go to ``download_dir`` (default:
         ``p2p_downloads/`` in the current directory, beside the notebook); offers
@@ -298,7 +299,7 @@ class P2PApp:
             result.peer_id,
             send_signal=self._send_signal,
             on_event=self._on_mesh_event,
-            ice_servers=self._ice_servers,
+            ice_servers=self._ice_servers + _ice_servers(result.ice_servers),
             settings=self.mesh_settings,
             send_relay=self._send_relay if result.relay else None,
             max_connections=self._capabilities.max_connections,
@@ -716,6 +717,8 @@ class P2PApp:
             self._emit("signaling_restored", None, {"resumed": False, "room": None})
             return
         if self._mesh is not None and result.peer_id == self.peer_id:
+            # fresh TURN credentials for the connections made from now on
+            self._mesh.ice_servers = self._ice_servers + _ice_servers(result.ice_servers)
             for peer in result.peers:
                 if peer.peer_id != self.peer_id:
                     self._add_peer(peer)

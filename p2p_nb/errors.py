@@ -9,6 +9,7 @@ notebook code can catch one type::
     ├── ProtocolError         a peer or server sent something malformed
     ├── TransferError         a file transfer failed
     ├── PeerUnavailable       no open link to the peer asked for
+    ├── TurnError             the TURN server gave us no relay address
     └── P2PTimeoutError       something we waited for did not happen in time
                               (also a builtin ``TimeoutError``)
 """
@@ -49,6 +50,12 @@ class TransferError(P2PError):
 
 class PeerUnavailable(P2PError):
     """Raised when a message is addressed to a peer we have no open link to."""
+
+
+class TurnError(P2PError):
+    """Reported (as an ``error`` event) when a TURN server is configured but
+    gathering produced no relay address: wrong or expired credentials, or the
+    server is unreachable. Peers that need it will not connect directly."""
 
 
 class P2PTimeoutError(P2PError, TimeoutError):

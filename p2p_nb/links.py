@@ -70,6 +70,9 @@ class LinkStatus:
     """Why the link is ``limited`` (whose ``max_connections`` it would exceed)."""
     relay_via: str | None = None
     """On a relayed link: the id of the peer relaying it (``None``: the signaling server)."""
+    ice_route: str | None = None
+    """On an open direct link, how the ICE pair in use goes: ``host`` (a direct
+    path), ``srflx`` (through a NAT) or ``relay`` (through a TURN server)."""
 
 
 @dataclass(frozen=True)

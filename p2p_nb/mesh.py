@@ -24,7 +24,7 @@ from typing import Any
 from aiortc import RTCIceServer
 
 from . import protocol
-from .errors import PeerUnavailable
+from .errors import PeerUnavailable, TurnError
 from .links import (
     ACTIVE_STATES,
     OPEN_STATES,
@@ -36,8 +36,14 @@ from .links import (
 from .peerlink import PeerLink
 from .relay import RelayChannel
 from .tasks import TaskSet
+from .turn import uses_turn
 
 log = logging.getLogger(__name__)
+
+
+def _urls(server: RTCIceServer) -> list[str]:
+    return [server.urls] if isinstance(server.urls, str) else list(server.urls)
+
 
 SendSignal = Callable[[str, dict[str, Any]], Awaitable[None]]
 SendRelay = Callable[[str, str | bytes], Awaitable[None]]
@@ -74,6 +80,7 @@ class Mesh:
         self.offers_relay = offers_relay
         self.on_event = on_event
         self.ice_servers = ice_servers
+        self._turn_checked = False
         settings = settings or MeshSettings()
         if policy is not None:
             settings = MeshSettings(**{**settings.__dict__, "reconnect": policy})
@@ -199,6 +206,25 @@ class Mesh:
             await asyncio.gather(worker, return_exceptions=True)
         if link is not None:
             await link.close()
+
+    def check_turn(self, peer_id: str, sdp: str) -> None:
+        """After gathering: a TURN server that gave us no relay address is
+        reported once (its credentials are wrong or expired, or it is down);
+        ICE itself only stays silent."""
+        if self._turn_checked:
+            return
+        turn = [url for s in self.ice_servers for url in _urls(s) if uses_turn(url)]
+        if not turn:
+            return
+        self._turn_checked = True
+        if " typ relay" not in sdp:
+            error = TurnError(
+                f"TURN server {turn[0]} gave no relay address (wrong or expired "
+                "credentials, or unreachable): peers that cannot reach each other "
+                "directly will fall back to the signaling relay, if any"
+            )
+            log.warning("%s", error)
+            self.on_event("error", peer_id, error)
 
     def link(self, peer_id: str) -> PeerLink:
         link = self.links.get(peer_id)

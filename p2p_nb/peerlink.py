@@ -29,10 +29,10 @@ from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
 from .errors import P2PError, PeerUnavailable, ProtocolError
+from .ice import enlarge_socket_buffers, route_type
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
 from .outgoing import Outgoing
 from .relay import RelayChannel
-from .sockets import enlarge_socket_buffers
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -504,6 +504,7 @@ class PeerLink:
             self.limited_reason = None
             self._set_state("connecting")
         await pc.setLocalDescription(await pc.createOffer())
+        self.mesh.check_turn(self.peer_id, pc.localDescription.sdp)
         await self._send_description(pc)
 
     async def _send_description(self, pc: RTCPeerConnection) -> None:
@@ -533,6 +534,7 @@ class PeerLink:
                 self._set_state("reconnecting")
             await pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
+            self.mesh.check_turn(self.peer_id, pc.localDescription.sdp)
             await self._send_description(pc)
         elif kind == "answer" and self.initiator and self.pc is not None:
             await self.pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "answer"))
@@ -573,6 +575,9 @@ class PeerLink:
             transport=self.transport,
             limited_reason=self.limited_reason,
             relay_via=self.relay_via,
+            ice_route=route_type(self.pc)
+            if self.pc is not None and self.state in OPEN_STATES
+            else None,
         )
 
     def quality(self) -> ConnectionQuality:

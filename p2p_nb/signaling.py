@@ -61,6 +61,8 @@ class JoinResult:
     resumed: bool = False
     relay: bool = False
     """The server relays data for pairs that cannot connect directly."""
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    """STUN/TURN servers the signaling server hands out (TURN with credentials)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,27 @@ class ReconnectSettings(Backoff):
     """How the client gets back to the signaling server after losing it."""
 
     max_delay: float = 5.0
+
+
+def _ice_servers(value: Any) -> list[dict[str, Any]]:
+    """The join reply's ``ice_servers``, checked (a bad one is the server's bug)."""
+    if not isinstance(value, list):
+        raise SignalingError(f"malformed join reply: ice_servers {value!r}", "bad_reply")
+    servers = []
+    for item in value:
+        urls = item.get("urls") if isinstance(item, dict) else None
+        if isinstance(urls, str):
+            urls = [urls]
+        ok = (
+            isinstance(urls, list)
+            and urls
+            and all(isinstance(u, str) and u.startswith(("stun:", "turn:", "turns:")) for u in urls)
+            and all(isinstance(item.get(k, ""), str) for k in ("username", "credential"))
+        )
+        if not ok:
+            raise SignalingError(f"malformed join reply: ice server {item!r}", "bad_reply")
+        servers.append({k: item[k] for k in ("urls", "username", "credential") if k in item})
+    return servers
 
 
 def normalise_base_url(url: str) -> str:
@@ -347,6 +370,7 @@ class SignalingClient:
             resume_secret=secret if isinstance(secret, str) else None,
             resumed=reply.get("resumed") is True,
             relay=reply.get("relay") is True,
+            ice_servers=_ice_servers(reply.get("ice_servers", [])),
         )
         self._membership = (result.room, name, capabilities)
         self._resume = (

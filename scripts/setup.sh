@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 util-linux nftables)
+APT_PACKAGES=(iproute2 util-linux nftables coturn)
 [ "${P2P_NB_SETUP_BROWSER:-1}" = 1 ] && APT_PACKAGES+=(chromium)
 
 missing=()

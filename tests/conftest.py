@@ -15,6 +15,7 @@ from aiohttp import web
 
 from p2p_nb.app import P2PApp
 from p2p_nb.server import ServerLimits, SignalingService, create_app
+from p2p_nb.turn import TurnServer
 
 pytest_plugins = ["tests.jupyter_server", "tests.browser"]
 
@@ -38,9 +39,12 @@ class RunningServer:
 
 
 async def start_server(
-    token: str = TOKEN, limits: ServerLimits | None = None, port: int = 0
+    token: str = TOKEN,
+    limits: ServerLimits | None = None,
+    port: int = 0,
+    turn: TurnServer | None = None,
 ) -> RunningServer:
-    app, service = create_app(token, limits=limits)
+    app, service = create_app(token, limits=limits, turn=turn)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)

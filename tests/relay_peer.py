@@ -5,7 +5,8 @@ Usage: python -m tests.relay_peer URL TOKEN ROOM NAME DOWNLOAD_DIR [SERVICES]
 (SERVICES: comma-separated, e.g. ``messaging,file_transfer,relay``).
 Prints ``READY <peer_id>``, then one line per event: ``STATE <peer> <state>
 <transport>`` (on a relayed link followed by ``ROUTE <peer> <relaying peer id,
-or "server">``), ``MSG <peer> <seq> <text>``, ``FILE <name> <sha256>``. Reads
+or "server">``, on a direct one by ``ICE <peer> <host|relay>``), ``MSG <peer>
+<seq> <text>``, ``FILE <name> <sha256>``. Reads
 commands on stdin: ``send <text>``, ``share <path>``.
 """
 
@@ -68,6 +69,8 @@ async def main(
                 print(f"STATE {event.peer_id} {event.data['new']} {status.transport}", flush=True)
                 if event.data["new"] == "relayed":
                     print(f"ROUTE {event.peer_id} {status.relay_via or 'server'}", flush=True)
+                elif event.data["new"] == "connected":
+                    print(f"ICE {event.peer_id} {status.ice_route}", flush=True)
             elif event.name == "message":
                 print(f"MSG {event.peer_id} {event.data.seq} {event.data.text}", flush=True)
             elif event.name == "file_received":

@@ -12,10 +12,11 @@ import os
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
 from jupyter_server.utils import url_path_join
-from traitlets import Dict, Int, Type
+from traitlets import Dict, Int, List, Type, Unicode
 
 from ..server.core import SignalingService
 from ..server.limits import ServerLimits
+from ..turn import TurnServer
 from .handlers import HealthHandler, cancel_pings, jupyter_user, socket_handler_class
 
 URL_ENV = "P2P_NB_URL"
@@ -56,13 +57,26 @@ class P2PExtensionApp(ExtensionApp):
         default_value=None,
         klass="socketio.AsyncManager",
         allow_none=True,
-        help="Socket.IO client manager; None keeps rooms in this process. "
-        "Use socketio.AsyncRedisManager to share rooms between servers.",
+        help="Socket.IO client manager; None keeps Socket.IO rooms in this process. "
+        "p2p-nb's own room rosters stay per process either way, so servers "
+        "sharing one manager do not yet see each other's peers.",
     ).tag(config=True)
 
     client_manager_kwargs = Dict(
         help="Keyword arguments for client_manager_class, e.g. {'url': 'redis://...'}."
     ).tag(config=True)
+
+    turn_urls = List(
+        Unicode(),
+        help="TURN servers (turn:host:port) for which every joining peer gets "
+        "time-limited credentials; needs turn_secret.",
+    ).tag(config=True)
+
+    turn_secret = Unicode(
+        "", help="The TURN server's shared secret (coturn --static-auth-secret)."
+    ).tag(config=True)
+
+    turn_ttl = Int(TurnServer.ttl, help="Seconds the TURN credentials stay valid.").tag(config=True)
 
     service: SignalingService | None = None
     _exported: dict[str, str] | None = None
@@ -78,6 +92,9 @@ class P2PExtensionApp(ExtensionApp):
             client_manager=manager,
             # [] switches engine.io's own origin check off: Jupyter's decides.
             cors_allowed_origins=[],
+            turn=TurnServer(tuple(self.turn_urls), self.turn_secret, self.turn_ttl)
+            if self.turn_urls
+            else None,
         )
 
     def initialize_handlers(self) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import sys
 
 from aiohttp import web
 
+from ..turn import TurnServer
 from .limits import ServerLimits
 from .standalone import create_app
 
@@ -58,11 +60,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="never carry data between peers that cannot connect directly "
         "(relayed frames are readable by this server)",
     )
+    p.add_argument(
+        "--turn-url",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="TURN server (turn:host:port) for which every joining peer gets "
+        "time-limited credentials (repeatable; needs --turn-secret)",
+    )
+    p.add_argument(
+        "--turn-secret",
+        default=None,
+        help="the TURN server's shared secret (coturn --static-auth-secret); "
+        "default: $P2P_NB_TURN_SECRET",
+    )
+    p.add_argument(
+        "--turn-ttl",
+        type=int,
+        default=TurnServer.ttl,
+        help="seconds the TURN credentials stay valid (default one day)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
 
-async def serve(args: argparse.Namespace) -> None:
+def turn_server(args: argparse.Namespace) -> TurnServer | None:
+    secret = args.turn_secret or os.environ.get("P2P_NB_TURN_SECRET")
+    if not args.turn_url:
+        if args.turn_secret:
+            raise SystemExit("p2p-nb-signal: --turn-secret needs --turn-url")
+        return None
+    if not secret:
+        raise SystemExit("p2p-nb-signal: --turn-url needs --turn-secret (or $P2P_NB_TURN_SECRET)")
+    try:
+        return TurnServer(tuple(args.turn_url), secret, args.turn_ttl)
+    except ValueError as exc:
+        raise SystemExit(f"p2p-nb-signal: {exc}") from None
+
+
+async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
     token = None if args.no_token else (args.token or secrets.token_hex(24))
     limits = ServerLimits(
         max_peers_per_room=args.max_peers_per_room,
@@ -74,6 +110,7 @@ async def serve(args: argparse.Namespace) -> None:
         limits=limits,
         cors_allowed_origins=args.cors_origin,
         resume_key=args.resume_key.encode() if args.resume_key else None,
+        turn=turn,
     )
     runner = web.AppRunner(app)
     await runner.setup()
@@ -96,8 +133,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    turn = turn_server(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    asyncio.run(serve(args))
+    asyncio.run(serve(args, turn))
     return 0
 
 

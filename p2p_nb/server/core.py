@@ -24,6 +24,7 @@ from typing import Any
 import socketio
 
 from .._version import __version__
+from ..turn import TurnServer
 from .limits import ROOM_NAME_RE, ServerLimits
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,7 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "resume_secret": svc.resume_secret(room, peer_id),
             "resumed": resumed,
             "relay": svc.limits.allow_relay,
+            "ice_servers": [svc.turn.credentials(peer_id)] if svc.turn is not None else [],
         }
 
     async def _resume(
@@ -392,8 +394,11 @@ class SignalingService:
         client_manager: socketio.AsyncManager | None = None,
         cors_allowed_origins: list[str] | str | None = None,
         resume_key: bytes | None = None,
+        turn: TurnServer | None = None,
     ) -> None:
         self.limits = limits or ServerLimits()
+        self.turn = turn
+        """Every joining peer gets credentials for it (``ice_servers`` in the reply)."""
         self.authenticate = authenticate
         self.resume_key = resume_key or secrets.token_bytes(32)
         """Signs resume secrets; the same key after a restart lets peers keep their ids."""

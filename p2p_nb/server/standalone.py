@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import web
 
+from ..turn import TurnServer
 from .core import Authenticate, AuthRefused, SignalingService
 from .limits import ServerLimits
 
@@ -63,13 +64,15 @@ def create_app(
     cors_allowed_origins: list[str] | None = None,
     client_manager: socketio.AsyncManager | None = None,
     resume_key: bytes | None = None,
+    turn: TurnServer | None = None,
 ) -> tuple[web.Application, SignalingService]:
     """Build the aiohttp application; run it with ``aiohttp.web.AppRunner``.
 
     ``resume_key`` signs the secrets that let a peer rejoin under its old id.
     It defaults to ``P2P_NB_RESUME_KEY``, else to a key derived from the token,
     so a server restarted with the same token (or key) lets peers keep their
-    ids; without either, a restart gives everyone new ids.
+    ids; without either, a restart gives everyone new ids. With ``turn``,
+    every peer that joins gets credentials for that TURN server.
     """
     if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
         resume_key = os.environ["P2P_NB_RESUME_KEY"].encode()
@@ -82,6 +85,7 @@ def create_app(
         cors_allowed_origins=cors_allowed_origins,
         client_manager=client_manager,
         resume_key=resume_key,
+        turn=turn,
     )
     app = web.Application()
 

@@ -1,4 +1,6 @@
-"""UDP socket sizing for aiortc's ICE sockets (aiortc has no setting for it)."""
+"""What aiortc's ICE does not expose: the size of its UDP sockets' buffers,
+and which kind of candidate a connection ended up using. Both reach into
+aiortc/aioice internals, and give up quietly if those move."""
 
 from __future__ import annotations
 
@@ -33,3 +35,18 @@ def enlarge_socket_buffers(pc: RTCPeerConnection) -> None:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+
+
+def route_type(pc: RTCPeerConnection) -> str | None:
+    """How the pair ICE nominated reaches the peer: ``relay`` when either end
+    is a TURN relay address, else our end's type (``host``: a direct path;
+    ``srflx``/``prflx``: through a NAT); ``None`` if unknown."""
+    try:
+        connection = pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+        pair = connection._nominated.get(1)
+        if pair is None:
+            return None
+        kinds = (str(pair.local_candidate.type), str(pair.remote_candidate.type))
+    except AttributeError:
+        return None
+    return "relay" if "relay" in kinds else kinds[0]
