@@ -25,6 +25,17 @@ import matplotlib  # noqa: E402, F401
 import psutil  # noqa: E402, F401
 
 
+def run_module(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
     if isinstance(value, dict):
         return [leaf for k, v in value.items() for leaf in leaves(v, f"{path}.{k}")]
@@ -33,14 +44,7 @@ def leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
 
 @pytest.mark.timeout(300)
 def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
+    proc = run_module("bench", "--quick", "--out", str(tmp_path), timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
     for figure in FIGURES:
@@ -62,23 +66,8 @@ def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
 def test_profile_samples_both_ends_of_a_burst(tmp_path: Path) -> None:
     """``python -m bench.profile``: py-spy attaches to both workers and the
     summary names the frames where they spent their time."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.profile",
-            "--kind",
-            "p2p",
-            "-n",
-            "20000",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
+    proc = run_module(
+        "bench.profile", "--kind", "p2p", "-n", "20000", "--out", str(tmp_path), timeout=170
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "msg/s delivered" in proc.stdout

@@ -333,6 +333,18 @@ class NsPeer:
 RELAY_TOKEN = "relay-test-token"
 
 
+async def ana_and_ben(
+    ns_a: str, ns_b: str, url: str, tmp_path: Path, peers: list[NsPeer]
+) -> tuple[NsPeer, NsPeer, str, str]:
+    """ "ana" in ``ns_a`` and "ben" in ``ns_b``, joined (and added to ``peers``,
+    for the caller to stop); returns them and their peer ids."""
+    a = await NsPeer.start(ns_a, url, RELAY_TOKEN, "ana", tmp_path / "a")
+    peers.append(a)
+    b = await NsPeer.start(ns_b, url, RELAY_TOKEN, "ben", tmp_path / "b")
+    peers.append(b)
+    return a, b, (await a.expect("READY"))[1], (await b.expect("READY"))[1]
+
+
 async def ns_server(
     namespace: str, host: str, *extra: str
 ) -> tuple[asyncio.subprocess.Process, str]:
@@ -360,12 +372,7 @@ async def test_relayed_fallback_when_udp_is_blocked(
     server, url = await ns_server(ns.a, "10.77.0.1")
     peers: list[NsPeer] = []
     try:
-        a = await NsPeer.start(ns.a, url, RELAY_TOKEN, "ana", tmp_path / "a")
-        peers.append(a)
-        b = await NsPeer.start(ns.b, url, RELAY_TOKEN, "ben", tmp_path / "b")
-        peers.append(b)
-        id_a = (await a.expect("READY"))[1]
-        id_b = (await b.expect("READY"))[1]
+        a, b, id_a, id_b = await ana_and_ben(ns.a, ns.b, url, tmp_path, peers)
         # no direct path: after the failed ICE attempt both sides relay
         state_a = await a.expect(f"STATE {id_b} relayed")
         state_b = await b.expect(f"STATE {id_a} relayed")
@@ -412,12 +419,7 @@ async def test_relayed_through_a_peer_offering_relay(
         r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", services)
         peers.append(r)
         id_r = (await r.expect("READY"))[1]
-        a = await NsPeer.start(ns.a, url, token, "ana", tmp_path / "a")
-        peers.append(a)
-        b = await NsPeer.start(ns.b, url, token, "ben", tmp_path / "b")
-        peers.append(b)
-        id_a = (await a.expect("READY"))[1]
-        id_b = (await b.expect("READY"))[1]
+        a, b, id_a, id_b = await ana_and_ben(ns.a, ns.b, url, tmp_path, peers)
         # no direct path and no server relay: after the failed ICE attempt, r relays
         for peer, other in ((a, id_b), (b, id_a)):
             state = await peer.expect(f"STATE {other} relayed", timeout=60)
@@ -471,12 +473,7 @@ async def test_relay_peer_gone_falls_back_to_the_signaling_relay(
         r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", "messaging,relay")
         peers.append(r)
         id_r = (await r.expect("READY"))[1]
-        a = await NsPeer.start(ns.a, url, token, "ana", tmp_path / "a")
-        peers.append(a)
-        b = await NsPeer.start(ns.b, url, token, "ben", tmp_path / "b")
-        peers.append(b)
-        id_a = (await a.expect("READY"))[1]
-        id_b = (await b.expect("READY"))[1]
+        a, b, id_a, id_b = await ana_and_ben(ns.a, ns.b, url, tmp_path, peers)
         for peer, other in ((a, id_b), (b, id_a)):
             await peer.expect(f"STATE {other} relayed", timeout=60)
             assert (await peer.expect(f"ROUTE {other}"))[2] == id_r

@@ -22,9 +22,9 @@ from p2p_nb.turn import TurnServer
 from .conftest import start_server, stop_process
 from .test_mesh import wait_mesh
 from .test_recovery import (  # noqa: F401 (udp_blocked_but_r is a fixture)
-    RELAY_TOKEN,
     NsPeer,
     Triangle,
+    ana_and_ben,
     ns_server,
     udp_blocked_but_r,
 )
@@ -144,12 +144,7 @@ async def test_turn_carries_the_link_when_nothing_else_can(
         )
         peers: list[NsPeer] = []
         try:
-            a = await NsPeer.start(ns.a, url, RELAY_TOKEN, "ana", tmp_path / "a")
-            peers.append(a)
-            b = await NsPeer.start(ns.b, url, RELAY_TOKEN, "ben", tmp_path / "b")
-            peers.append(b)
-            id_a = (await a.expect("READY"))[1]
-            id_b = (await b.expect("READY"))[1]
+            a, b, id_a, id_b = await ana_and_ben(ns.a, ns.b, url, tmp_path, peers)
             for peer, other in ((a, id_b), (b, id_a)):
                 await peer.expect(f"STATE {other} connected direct", timeout=60)
                 assert (await peer.expect(f"ICE {other}"))[2] == "relay"
