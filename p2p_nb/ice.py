@@ -1,10 +1,12 @@
-"""What aiortc's ICE does not expose: the size of its UDP sockets' buffers,
-and which kind of candidate a connection ended up using. Both reach into
-aiortc/aioice internals, and give up quietly if those move."""
+"""What aiortc's ICE and DTLS do not expose: the size of its UDP sockets'
+buffers and which kind of candidate a connection ended up using (both reach
+into aiortc/aioice internals, and give up quietly if those move), and a
+safety code users compare to rule out a man in the middle."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 from typing import TYPE_CHECKING
 
@@ -50,3 +52,32 @@ def route_type(pc: RTCPeerConnection) -> str | None:
     except AttributeError:
         return None
     return "relay" if "relay" in kinds else kinds[0]
+
+
+def sdp_fingerprint(sdp: str) -> str | None:
+    """The DTLS certificate fingerprint an SDP announces (``sha-256 AB:CD:...``)."""
+    for line in sdp.splitlines():
+        if line.startswith("a=fingerprint:"):
+            return line.split(":", 1)[1].strip().lower()
+    return None
+
+
+def safety_code(pc: RTCPeerConnection) -> str | None:
+    """Six digits derived from both ends' DTLS fingerprints, the same on both
+    peers of an honest link.
+
+    The fingerprints travel through the signaling server, so a hostile server
+    could put itself in the middle with certificates of its own; each end would
+    then see a different pair of fingerprints, and the two users, comparing
+    their codes over another channel (voice, in person), see two different
+    codes. ``None`` until both descriptions are known."""
+    local = pc.localDescription
+    remote = pc.remoteDescription
+    if local is None or remote is None:
+        return None
+    ours, theirs = sdp_fingerprint(local.sdp), sdp_fingerprint(remote.sdp)
+    if ours is None or theirs is None:
+        return None
+    digest = hashlib.sha256("\n".join(sorted((ours, theirs))).encode()).digest()
+    number = int.from_bytes(digest[:8], "big") % 1_000_000
+    return f"{number // 1000:03d} {number % 1000:03d}"

@@ -73,6 +73,10 @@ class LinkStatus:
     ice_route: str | None = None
     """On an open direct link, how the ICE pair in use goes: ``host`` (a direct
     path), ``srflx`` (through a NAT) or ``relay`` (through a TURN server)."""
+    safety_code: str | None = None
+    """On a direct link, six digits both users should see alike: different
+    codes mean someone (the signaling server) sits in the middle. ``None`` on a
+    relayed link (its frames are readable by the relay anyway)."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
 from .errors import P2PError, PeerUnavailable, ProtocolError
-from .ice import enlarge_socket_buffers, route_type
+from .ice import enlarge_socket_buffers, route_type, safety_code
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
 from .outgoing import Outgoing
 from .relay import RelayChannel
@@ -577,6 +577,9 @@ class PeerLink:
             relay_via=self.relay_via,
             ice_route=route_type(self.pc)
             if self.pc is not None and self.state in OPEN_STATES
+            else None,
+            safety_code=safety_code(self.pc)
+            if self.pc is not None and self.transport == "direct"
             else None,
         )
 

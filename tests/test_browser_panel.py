@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 
@@ -50,6 +51,13 @@ async def test_two_users_chat_and_share_a_csv(
     for page in (ana, ben):
         await wait_for_text(page, "Connected to 1 of 1 peer", timeout=30)
     await expect(ana.locator(".p2p-peers")).to_contain_text("ben")
+    # both users see the same safety code for their link (no one in the middle)
+    codes = []
+    for page in (ana, ben):
+        cell = page.locator(".p2p-peers tr[data-peer] td").last
+        await expect(cell).to_have_text(re.compile(r"^\d{3} \d{3}$"))
+        codes.append(await cell.inner_text())
+    assert codes[0] == codes[1]
 
     # ana types a message and presses Enter; ben's panel shows it
     box = ana.get_by_placeholder("Type a message and press Enter")

@@ -397,9 +397,11 @@ class ChatPanel:
     def _rows(self) -> list[view.PeerRow]:
         rows = []
         for pid, info in self.app.peers.items():
+            code = None
             try:
                 status = self.app.connection_status(pid)
                 rtt = status.rtt * 1000 if status.rtt is not None else None
+                code = status.safety_code if status.state == "connected" else None
             except Exception:
                 rtt = None
             caps = info.capabilities or {}
@@ -411,6 +413,7 @@ class ChatPanel:
                     state=info.state,
                     rtt_ms=rtt,
                     role=str(caps.get("role", "basic")),
+                    safety_code=code,
                     services=tuple(str(s) for s in services)
                     if isinstance(services, list | tuple)
                     else (),

@@ -39,6 +39,8 @@ class PeerRow:
     rtt_ms: float | None
     role: str
     services: tuple[str, ...]
+    safety_code: str | None = None
+    """Compare it with the peer's user: different codes mean a man in the middle."""
 
 
 def human_bytes(n: float) -> str:
@@ -56,7 +58,10 @@ def peers_html(rows: Iterable[PeerRow]) -> str:
     out = [
         "<table class='p2p-peers' style='border-collapse:collapse'>"
         "<tr><th align=left>peer</th><th align=left>state</th>"
-        "<th align=right>RTT</th><th align=left>role</th><th align=left>services</th></tr>"
+        "<th align=right style='padding-right:1em'>RTT</th>"
+        "<th align=left>role</th><th align=left>services</th>"
+        "<th align=left title='the same on both ends, or someone is in the middle'>"
+        "safety code</th></tr>"
     ]
     for r in rows:
         label = STATE_LABELS.get(r.state, r.state)
@@ -68,7 +73,8 @@ def peers_html(rows: Iterable[PeerRow]) -> str:
             f"<td style='padding-right:1em;color:{colour}'>● {label}</td>"
             f"<td style='padding-right:1em' align=right>{rtt}</td>"
             f"<td style='padding-right:1em'>{html.escape(r.role)}</td>"
-            f"<td>{html.escape(', '.join(r.services))}</td></tr>"
+            f"<td style='padding-right:1em'>{html.escape(', '.join(r.services))}</td>"
+            f"<td style='font-family:monospace'>{html.escape(r.safety_code or '–')}</td></tr>"
         )
     out.append("</table>")
     return "".join(out)
