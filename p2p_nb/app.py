@@ -201,9 +201,9 @@ class P2PApp:
         Without ``url`` the Jupyter server this kernel runs under is used (its
         URL and token are discovered). ``ice_servers`` defaults to none: peers
         on one machine or LAN need no STUN/TURN; a signaling server configured
-        with a TURN server hands out credentials for it, used after these. ``thread`` (default: only
-        inside a kernel) runs the network on its own thread, so blocking cells
-        do not drop peers. Received files go to ``download_dir`` (default:
+        with a TURN server hands out credentials for it, used after these.
+        ``thread`` (default: only inside a kernel) runs the network on its own
+        thread, so blocking cells do not drop peers. Received files go to ``download_dir`` (default:
         ``p2p_downloads/`` in the current directory, beside the notebook); offers
         up to ``auto_accept_max_bytes`` are accepted without asking (default: ask).
         ``mesh_settings`` tunes liveness (ping period, pong timeout), the
