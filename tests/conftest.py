@@ -63,6 +63,21 @@ async def signal_server() -> AsyncIterator[RunningServer]:
 MakePeer = Callable[..., Awaitable[P2PApp]]
 
 
+@asynccontextmanager
+async def joined(server: RunningServer, *names: str) -> AsyncIterator[list[P2PApp]]:
+    """One app per name, joined to ``room1`` of ``server`` (disconnected after)."""
+    apps: list[P2PApp] = []
+    try:
+        for name in names:
+            app = await P2PApp.connect(server.url, server.token, thread=False)
+            apps.append(app)
+            await app.join_room("room1", name=name)
+        yield apps
+    finally:
+        for app in apps:
+            await app.disconnect()
+
+
 @pytest.fixture
 async def make_peer(signal_server: RunningServer) -> AsyncIterator[MakePeer]:
     """Factory of joined peers on the test's own loop; all disconnected at teardown."""

@@ -14,7 +14,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from p2p_nb import protocol
 from p2p_nb.app import P2PApp
 
-from .conftest import MakePeer, RunningServer, start_server
+from .conftest import MakePeer, RunningServer, joined, start_server
 from .test_mesh import wait_mesh
 
 pytestmark = pytest.mark.anyio
@@ -121,12 +121,7 @@ async def test_a_man_in_the_middle_shows_as_two_different_codes(
     hostile_server: tuple[RunningServer, ManInTheMiddle],
 ) -> None:
     server, mitm = hostile_server
-    apps: list[P2PApp] = []
-    try:
-        for name in ("ana", "ben"):
-            app = await P2PApp.connect(server.url, server.token, thread=False)
-            apps.append(app)
-            await app.join_room("room1", name=name)
+    async with joined(server, "ana", "ben") as apps:
         a, b = apps
         await wait_mesh(apps)
         inbox = b.events("message")
@@ -141,6 +136,3 @@ async def test_a_man_in_the_middle_shows_as_two_different_codes(
         assert theirs is not None
         assert CODE.match(ours)
         assert ours != theirs
-    finally:
-        for app in apps:
-            await app.disconnect()

@@ -19,7 +19,7 @@ from p2p_nb.app import P2PApp
 from p2p_nb.server.__main__ import build_parser, turn_server
 from p2p_nb.turn import TurnServer
 
-from .conftest import start_server, stop_process
+from .conftest import joined, start_server, stop_process
 from .test_mesh import wait_mesh
 from .test_recovery import (  # noqa: F401 (udp_blocked_but_r is a fixture)
     NsPeer,
@@ -76,28 +76,22 @@ def relay_candidates(app: P2PApp, other: P2PApp) -> list[str]:
 async def test_peers_get_turn_credentials_from_the_signaling_server(tmp_path: Path) -> None:
     async with coturn("127.0.0.2", tmp_path) as url:
         server = await start_server(turn=TurnServer((url,), SECRET))
-        apps: list[P2PApp] = []
         try:
-            for name in ("ana", "ben"):
-                app = await P2PApp.connect(server.url, server.token, thread=False)
-                apps.append(app)
-                await app.join_room("room1", name=name)
-            a, b = apps
-            await wait_mesh(apps)
-            for app, other in ((a, b), (b, a)):
-                given = [s for s in app._mesh.ice_servers if s.urls == [url]]  # type: ignore[union-attr]
-                assert given
-                assert given[0].username.endswith(f":{app.peer_id}")
-                # coturn accepted the credentials: gathering got a relay address from it
-                assert relay_candidates(app, other)
-                # ... and a direct path, when there is one, is preferred
-                assert app.connection_status(other.peer_id or "").ice_route == "host"
-            inbox = b.events("message")
-            await a.send_message("hello over a link that could use TURN")
-            assert (await inbox.get(timeout=10)).data.text.startswith("hello")
+            async with joined(server, "ana", "ben") as apps:
+                a, b = apps
+                await wait_mesh(apps)
+                for app, other in ((a, b), (b, a)):
+                    given = [s for s in app._mesh.ice_servers if s.urls == [url]]  # type: ignore[union-attr]
+                    assert given
+                    assert given[0].username.endswith(f":{app.peer_id}")
+                    # coturn accepted the credentials: gathering got a relay address from it
+                    assert relay_candidates(app, other)
+                    # ... and a direct path, when there is one, is preferred
+                    assert app.connection_status(other.peer_id or "").ice_route == "host"
+                inbox = b.events("message")
+                await a.send_message("hello over a link that could use TURN")
+                assert (await inbox.get(timeout=10)).data.text.startswith("hello")
         finally:
-            for app in apps:
-                await app.disconnect()
             await server.stop()
 
 
