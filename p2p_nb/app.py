@@ -780,12 +780,38 @@ class P2PApp:
                 self._require_transfers().on_chunk(peer_id, data)
             except (ProtocolError, SignalingError) as exc:
                 self._emit("error", peer_id, ProtocolError(str(exc)))
+        elif name == "undelivered":
+            self._emit("undelivered", peer_id, self._undelivered(data))
         else:
             if name == "peer_state" and self._transfers is not None:
                 # a relayed link carries transfers like a direct one
                 new = "connected" if data["new"] == "relayed" else data["new"]
                 self._transfers.on_peer_state(peer_id, new)
             self._emit(name, peer_id, data)
+
+    def _undelivered(self, data: dict[str, list[Any]]) -> dict[str, Any]:
+        """What a lost link took with it, as the user's own chat messages."""
+
+        def mine(frames: list[Any]) -> list[protocol.ChatMessage]:
+            out = []
+            for frame in frames:
+                try:
+                    msg = protocol.decode(frame) if isinstance(frame, str) else None
+                except ProtocolError:
+                    msg = None
+                if isinstance(msg, protocol.ChatMessage):
+                    out.append(
+                        dataclasses.replace(msg, sender=self.peer_id or "", sender_name=self.name)
+                    )
+            return out
+
+        messages = mine(data["frames"])
+        return {
+            "name": data["name"],
+            "messages": messages,
+            "unconfirmed": mine(data["unconfirmed"]),
+            "other_frames": len(data["frames"]) - len(messages),
+        }
 
     def _on_control(self, peer_id: str, msg: protocol.Message) -> None:
         if isinstance(msg, protocol.ChatMessage):

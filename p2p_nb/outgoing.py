@@ -149,14 +149,16 @@ class Outgoing:
         self.outbox.extendleft(reversed(batch))
         self.outbox.extendleft(reversed(held))
 
-    def take_undelivered(self) -> list[str | bytes]:
-        """The link is gone for good: what never left, for the ``undelivered``
-        event (unconfirmed copies are forgotten)."""
+    def take_undelivered(self) -> tuple[list[str | bytes], list[str]]:
+        """The link is gone for good: what never left, and the chat that left
+        but was never confirmed (it may or may not have arrived)."""
         self.on_drop([])
-        self.unacked.clear()
-        undelivered = list(self.outbox)
+        never_sent = list(self.outbox)
+        queued = {id(frame) for frame in never_sent}
+        unconfirmed = [frame for _, frame in self.unacked if id(frame) not in queued]
         self.outbox.clear()
-        return undelivered
+        self.unacked.clear()
+        return never_sent, unconfirmed
 
     def close(self) -> None:
         """Leaving: what was sent before still leaves; no more acks."""

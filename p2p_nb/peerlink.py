@@ -104,9 +104,13 @@ class PeerLink:
         elif state in ("lost", "closed", "limited"):
             if state == "lost":
                 self.mesh.on_event("peer_lost", self.peer_id, {"name": self.name})
-            undelivered = self.out.take_undelivered()
-            if undelivered:
-                self.mesh.on_event("undelivered", self.peer_id, undelivered)
+            never_sent, unconfirmed = self.out.take_undelivered()
+            if never_sent or unconfirmed:
+                self.mesh.on_event(
+                    "undelivered",
+                    self.peer_id,
+                    {"name": self.name, "frames": never_sent, "unconfirmed": unconfirmed},
+                )
         if old in ACTIVE_STATES and state not in ACTIVE_STATES:
             self.mesh._capacity_changed()
         if old == "connected":

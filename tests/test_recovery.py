@@ -18,7 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from p2p_nb import protocol
 from p2p_nb.app import P2PApp
+from p2p_nb.links import MeshSettings, ReconnectPolicy
 
 from .conftest import MakePeer, ServerProcess, spawn_signal_server, stop_process
 from .test_mesh import wait_mesh
@@ -86,6 +88,30 @@ async def test_messages_the_channel_took_before_a_cut_arrive_once_after_it(
     async with asyncio.timeout(5):  # b's chat-acks let a forget its copies
         while link.out.unacked:
             await link._wake.wait()  # set by every ack
+
+
+async def test_messages_queued_for_a_peer_that_leaves_are_reported_undelivered(
+    make_peer: MakePeer,
+) -> None:
+    slow = MeshSettings(reconnect=ReconnectPolicy(base_delay=30.0, max_delay=30.0))
+    a = await make_peer("a", mesh_settings=slow)
+    b = await make_peer("b", mesh_settings=slow)
+    await wait_mesh([a, b])
+    undelivered = a.events("undelivered")
+    states = a.events("peer_reconnecting")
+    await a._mesh.links[b.peer_id or ""].cut()  # type: ignore[union-attr]
+    await states.get(timeout=10)  # down, and no retry for 30 s
+    queued = [await a.send_message(f"never sent {i}") for i in range(3)]
+    b_id = b.peer_id
+    await b.leave_room()
+    ev = await undelivered.get(timeout=10)
+    assert ev.peer_id == b_id
+    assert ev.data["name"] == "b"
+    assert [(m.text, m.seq, m.sender) for m in ev.data["messages"]] == [
+        (m.text, m.seq, a.peer_id) for m in queued
+    ]
+    assert ev.data["other_frames"] == 0
+    assert all(isinstance(m, protocol.ChatMessage) for m in ev.data["unconfirmed"])
 
 
 async def test_signaling_server_restart_is_survived() -> None:

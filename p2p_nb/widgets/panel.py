@@ -270,6 +270,14 @@ class ChatPanel:
     def _ev_error(self, event: Event) -> None:
         self._error(str(event.data))
 
+    def _ev_undelivered(self, event: Event) -> None:
+        who = event.data["name"]
+        lost, unsure = event.data["messages"], event.data["unconfirmed"]
+        if lost:
+            self._error(f"{len(lost)} message(s) to {who} were not delivered")
+        if unsure:
+            self._error(f"{len(unsure)} message(s) to {who} may not have arrived")
+
     def _ev_signaling_lost(self, event: Event) -> None:
         self._error(event.data.get("message", "signaling connection lost"))
 
