@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from p2p_nb import TurnError
+from p2p_nb import SignalingError, TurnError
 from p2p_nb.app import P2PApp
 from p2p_nb.server.__main__ import build_parser, turn_server
+from p2p_nb.signaling import _ice_servers
 from p2p_nb.turn import TurnServer
 
 from .conftest import joined, start_server, stop_process
@@ -176,3 +177,17 @@ def test_the_cli_wants_a_secret_with_a_turn_url() -> None:
         turn_server(parser.parse_args(["--turn-secret", "s"]))
     made = turn_server(parser.parse_args(["--turn-url", "turn:x:1", "--turn-secret", "s"]))
     assert made == TurnServer(("turn:x:1",), "s")
+
+
+def test_a_malformed_ice_server_in_the_join_reply_is_a_signaling_error() -> None:
+    good = {"urls": "turn:x:3478", "username": "1:p", "credential": "c"}
+    assert _ice_servers([good]) == [good]
+    for bad in (
+        "turn:x:3478",
+        [{"urls": "http://x"}],
+        [{"urls": []}],
+        [{"urls": ["turn:x:1"], "credential": 5}],
+        [None],
+    ):
+        with pytest.raises(SignalingError, match="malformed join reply"):
+            _ice_servers(bad)
