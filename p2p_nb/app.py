@@ -31,6 +31,7 @@ from .discovery import discover_server
 from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError, TransferError
 from .events import Event, EventBus, EventStream, Handler
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
+from .memory import release_memory
 from .mesh import Mesh
 from .netthread import NetworkThread
 from .signaling import JoinResult, RemotePeer, SignalingClient
@@ -342,6 +343,7 @@ class P2PApp:
         self._peers.clear()
         self._remote_caps.clear()
         self._last_seq.clear()
+        release_memory()
 
     async def disconnect(self) -> None:
         """Leave, close every peer connection and stop all background work."""
