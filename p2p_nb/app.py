@@ -635,12 +635,16 @@ class P2PApp:
     @_networked
     async def send_custom(self, type: str, payload: dict[str, Any], to: str | None = None) -> None:
         """Send an application-defined message (``payload``'s fields in the envelope)
-        to every peer, or only ``to``; same order and queueing as chat."""
+        to every peer, or only ``to``; the same order, queueing and delivery
+        after link failures as chat."""
         mesh = self._require_mesh()
-        wire = protocol.encode_custom(type, payload)
+        wire = protocol.encode_custom(type, payload, seq=self._seq + 1)
+        if to is not None and to not in mesh.links:
+            raise PeerUnavailable(f"no peer {to!r} in room {self.room!r}")
+        self._seq += 1
         targets = [to] if to is not None else mesh.reachable()
         for pid in targets:
-            mesh.send(pid, wire)
+            mesh.send(pid, wire, seq=self._seq)
 
     @property
     def peers(self) -> dict[str, PeerInfo]:
@@ -844,8 +848,15 @@ class P2PApp:
         elif isinstance(msg, protocol.CapabilitiesUpdate):
             self._set_remote_caps(peer_id, msg.capabilities.to_wire(), announce=True)
         elif isinstance(msg, protocol.UnknownMessage):
+            seq = msg.payload.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                if seq <= self._last_seq.get(peer_id, 0):
+                    return  # sent again after a link failure, and we had it
+                self._last_seq[peer_id] = seq
             if msg.type in self._custom_types:
-                payload = {k: v for k, v in msg.payload.items() if k not in ("v", "type")}
+                payload = {
+                    k: v for k, v in msg.payload.items() if k not in protocol.CUSTOM_ENVELOPE
+                }
                 self._emit("custom_message", peer_id, CustomMessage(msg.type, peer_id, payload))
             else:
                 self._emit("unknown_message", peer_id, msg)

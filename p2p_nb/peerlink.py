@@ -379,6 +379,10 @@ class PeerLink:
         else:
             if isinstance(msg, protocol.ChatMessage):
                 self.out.ack_later(msg.seq)
+            elif isinstance(msg, protocol.UnknownMessage):
+                seq = msg.payload.get("seq")
+                if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0:
+                    self.out.ack_later(seq)
             self.mesh.on_event("control", self.peer_id, msg)
 
     # ------------------------------------------------------------- sending

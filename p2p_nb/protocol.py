@@ -273,18 +273,28 @@ BUILTIN_TYPES = frozenset(
 """Types this version defines; applications register handlers only for other types."""
 
 
-def encode_custom(kind: str, payload: dict[str, Any]) -> str:
-    """An application's own message: the envelope plus ``payload``'s fields."""
+CUSTOM_ENVELOPE = ("v", "type", "seq")
+"""Fields of a custom message that are the envelope's, not the payload's."""
+
+
+def encode_custom(kind: str, payload: dict[str, Any], seq: int | None = None) -> str:
+    """An application's own message: the envelope plus ``payload``'s fields.
+
+    With ``seq`` (the sender's counter it shares with chat) it is delivered
+    like chat: acknowledged, sent again after a link failure, never twice."""
     if not isinstance(kind, str) or not kind or len(kind) > MAX_ID_CHARS:
         raise ValueError(f"a message type is a non-empty string of at most {MAX_ID_CHARS}")
     if kind in BUILTIN_TYPES:
         raise ValueError(f"{kind!r} is a built-in message type")
     if not isinstance(payload, dict):
         raise TypeError("payload must be a dict")
-    if "v" in payload or "type" in payload:
-        raise ValueError("payload must not contain the envelope fields 'v' and 'type'")
+    if any(key in payload for key in CUSTOM_ENVELOPE):
+        raise ValueError("payload must not contain the envelope fields 'v', 'type' and 'seq'")
+    envelope: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": kind}
+    if seq is not None:
+        envelope["seq"] = seq
     try:
-        data = _dump({"v": PROTOCOL_VERSION, "type": kind, **payload})
+        data = _dump({**envelope, **payload})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"payload is not JSON-serialisable: {exc}") from exc
     if len(data.encode()) > MAX_CONTROL_BYTES:

@@ -187,6 +187,8 @@ async def test_custom_message_types(make_peer: MakePeer) -> None:
         await a.send_custom("ping", {})
     with pytest.raises(ValueError, match="envelope"):
         await a.send_custom("vote", {"type": "x"})
+    with pytest.raises(ValueError, match="envelope"):
+        await a.send_custom("vote", {"seq": 1})
     with pytest.raises(ValueError, match="bytes"):
         await a.send_custom("vote", {"blob": "x" * 70_000})
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from p2p_nb import protocol
-from p2p_nb.app import P2PApp
+from p2p_nb.app import CustomMessage, P2PApp
 from p2p_nb.links import MeshSettings, ReconnectPolicy
 
 from .conftest import MakePeer, ServerProcess, spawn_signal_server, stop_process
@@ -88,6 +88,37 @@ async def test_messages_the_channel_took_before_a_cut_arrive_once_after_it(
     async with asyncio.timeout(5):  # b's chat-acks let a forget its copies
         while link.out.unacked:
             await link._wake.wait()  # set by every ack
+
+
+async def test_custom_messages_the_channel_took_before_a_cut_arrive_once_after_it(
+    make_peer: MakePeer,
+) -> None:
+    """Application messages get chat's delivery: acknowledged, sent again."""
+    a = await make_peer("a")
+    b = await make_peer("b")
+    await wait_mesh([a, b])
+    got: list[int] = []
+    arrived = asyncio.Event()
+
+    def on_vote(message: CustomMessage) -> None:
+        got.append(message.payload["n"])
+        assert "seq" not in message.payload
+        if len(got) == 100:
+            arrived.set()
+
+    b.register_handler("vote", on_vote)
+    link = a._mesh.links[b.peer_id or ""]  # type: ignore[union-attr]
+    for n in range(100):
+        await a.send_custom("vote", {"n": n})
+        if n % 20 == 19:
+            await asyncio.sleep(0)
+    assert link.out.unacked, "nothing in flight: the test would prove nothing"
+    await link.cut()
+    await asyncio.wait_for(arrived.wait(), 20)
+    inbox = b.events("message")
+    await a.send_message("after")  # on the same ordered channel as any duplicate
+    assert (await inbox.get(timeout=10)).data.text == "after"
+    assert got == list(range(100))
 
 
 async def test_messages_queued_for_a_peer_that_leaves_are_reported_undelivered(
