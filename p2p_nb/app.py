@@ -370,7 +370,7 @@ class P2PApp:
 
         Peers whose link is still opening get it as soon as it opens.
         """
-        mesh = self._require_mesh()
+        self._require_mesh()
         if not isinstance(text, str):
             raise TypeError("text must be a str")
         if len(text) > protocol.MAX_TEXT_CHARS:
@@ -378,23 +378,36 @@ class P2PApp:
                 f"message of {len(text)} characters exceeds {protocol.MAX_TEXT_CHARS}; "
                 "share long text as a file"
             )
-        if to is not None and to not in mesh.links:
-            raise PeerUnavailable(f"no peer {to!r} in room {self.room!r}")
-        self._seq += 1
-        targets = [to] if to is not None else mesh.reachable()
         msg = protocol.ChatMessage(
             text=text,
-            seq=self._seq,
+            seq=self._seq + 1,
             ts=time.time(),
             to=to,
             sender=self.peer_id or "",
             sender_name=self.name,
         )
-        wire = msg.encode()
-        for peer_id in targets:
-            mesh.send(peer_id, wire, seq=msg.seq)
+        self._send_in_order(msg.encode(), msg.seq, to)
         self.messages.append(msg)
         return msg
+
+    def _send_in_order(self, wire: str, seq: int, to: str | None) -> None:
+        """Send a message numbered ``seq`` (the next of this sender's counter,
+        shared by chat and application messages) to ``to`` or to everyone: the
+        links keep it until the peer acknowledges it."""
+        mesh = self._require_mesh()
+        if to is not None and to not in mesh.links:
+            raise PeerUnavailable(f"no peer {to!r} in room {self.room!r}")
+        self._seq = seq
+        for peer_id in [to] if to is not None else mesh.reachable():
+            mesh.send(peer_id, wire, seq=seq)
+
+    def _first_time(self, peer_id: str, seq: int) -> bool:
+        """False for a message sent again after a link failure, which we had."""
+        if seq <= self._last_seq.get(peer_id, 0):
+            log.debug("duplicate message %s from %s dropped", seq, peer_id)
+            return False
+        self._last_seq[peer_id] = seq
+        return True
 
     # ------------------------------------------------------------------ files
     @_networked
@@ -637,14 +650,9 @@ class P2PApp:
         """Send an application-defined message (``payload``'s fields in the envelope)
         to every peer, or only ``to``; the same order, queueing and delivery
         after link failures as chat."""
-        mesh = self._require_mesh()
-        wire = protocol.encode_custom(type, payload, seq=self._seq + 1)
-        if to is not None and to not in mesh.links:
-            raise PeerUnavailable(f"no peer {to!r} in room {self.room!r}")
-        self._seq += 1
-        targets = [to] if to is not None else mesh.reachable()
-        for pid in targets:
-            mesh.send(pid, wire, seq=self._seq)
+        self._require_mesh()
+        seq = self._seq + 1
+        self._send_in_order(protocol.encode_custom(type, payload, seq=seq), seq, to)
 
     @property
     def peers(self) -> dict[str, PeerInfo]:
@@ -824,11 +832,8 @@ class P2PApp:
             if msg.to is not None and msg.to != self.peer_id:
                 log.warning("message from %s addressed to %s, not us", peer_id, msg.to)
                 return
-            if msg.seq <= self._last_seq.get(peer_id, 0):
-                # a message sent again after a link failure, which we had
-                log.debug("duplicate message %s from %s dropped", msg.seq, peer_id)
+            if not self._first_time(peer_id, msg.seq):
                 return
-            self._last_seq[peer_id] = msg.seq
             peer = self._peers.get(peer_id)
             received = protocol.ChatMessage(
                 text=msg.text,
@@ -848,11 +853,8 @@ class P2PApp:
         elif isinstance(msg, protocol.CapabilitiesUpdate):
             self._set_remote_caps(peer_id, msg.capabilities.to_wire(), announce=True)
         elif isinstance(msg, protocol.UnknownMessage):
-            seq = msg.payload.get("seq")
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                if seq <= self._last_seq.get(peer_id, 0):
-                    return  # sent again after a link failure, and we had it
-                self._last_seq[peer_id] = seq
+            if msg.seq is not None and not self._first_time(peer_id, msg.seq):
+                return
             if msg.type in self._custom_types:
                 payload = {
                     k: v for k, v in msg.payload.items() if k not in protocol.CUSTOM_ENVELOPE

@@ -8,13 +8,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
 
 SOCKET_BUFFER_BYTES = 4 * 2**20
 """UDP buffer size asked for each ICE socket (the OS caps it at net.core.rmem_max)."""
+
+
+def _ice_connection(pc: RTCPeerConnection) -> Any:
+    """aioice's ``Connection`` under ``pc``; ``None`` if aiortc's internals moved."""
+    try:
+        return pc.sctp.transport.transport._connection  # type: ignore[union-attr]
+    except AttributeError:
+        return None
 
 
 def enlarge_socket_buffers(pc: RTCPeerConnection) -> None:
@@ -25,12 +33,7 @@ def enlarge_socket_buffers(pc: RTCPeerConnection) -> None:
     (seen here: a 1 MB transfer took 1.1 s instead of 30 ms). Best effort: it
     reaches into aiortc/aioice internals and gives up quietly if they move.
     """
-    try:
-        connection = pc.sctp.transport.transport._connection  # type: ignore[union-attr]
-        stun_protocols = list(connection._protocols)
-    except AttributeError:
-        return
-    for stun in stun_protocols:
+    for stun in list(getattr(_ice_connection(pc), "_protocols", [])):
         sock = stun.transport.get_extra_info("socket") if stun.transport else None
         if sock is None:
             continue
@@ -43,11 +46,10 @@ def route_type(pc: RTCPeerConnection) -> str | None:
     """How the pair ICE nominated reaches the peer: ``relay`` when either end
     is a TURN relay address, else our end's type (``host``: a direct path;
     ``srflx``/``prflx``: through a NAT); ``None`` if unknown."""
+    pair = getattr(_ice_connection(pc), "_nominated", {}).get(1)
+    if pair is None:
+        return None
     try:
-        connection = pc.sctp.transport.transport._connection  # type: ignore[union-attr]
-        pair = connection._nominated.get(1)
-        if pair is None:
-            return None
         kinds = (str(pair.local_candidate.type), str(pair.remote_candidate.type))
     except AttributeError:
         return None

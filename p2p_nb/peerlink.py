@@ -377,12 +377,9 @@ class PeerLink:
             elif msg.sender is not None:
                 self.mesh._relayed_in(self.peer_id, msg.sender, msg.data)
         else:
-            if isinstance(msg, protocol.ChatMessage):
-                self.out.ack_later(msg.seq)
-            elif isinstance(msg, protocol.UnknownMessage):
-                seq = msg.payload.get("seq")
-                if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0:
-                    self.out.ack_later(seq)
+            seq = protocol.sequence_of(msg)
+            if seq is not None:
+                self.out.ack_later(seq)
             self.mesh.on_event("control", self.peer_id, msg)
 
     # ------------------------------------------------------------- sending
@@ -512,11 +509,11 @@ class PeerLink:
             self.limited_reason = None
             self._set_state("connecting")
         await pc.setLocalDescription(await pc.createOffer())
-        self.mesh.check_turn(self.peer_id, pc.localDescription.sdp)
         await self._send_description(pc)
 
     async def _send_description(self, pc: RTCPeerConnection) -> None:
         desc = pc.localDescription
+        self.mesh.check_turn(self.peer_id, desc.sdp)  # gathering is over by now
         await self.mesh.send_signal(self.peer_id, {"type": desc.type, "sdp": desc.sdp})
 
     async def _apply(self, signal: dict[str, Any]) -> None:
@@ -542,7 +539,6 @@ class PeerLink:
                 self._set_state("reconnecting")
             await pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
-            self.mesh.check_turn(self.peer_id, pc.localDescription.sdp)
             await self._send_description(pc)
         elif kind == "answer" and self.initiator and self.pc is not None:
             await self.pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "answer"))

@@ -181,6 +181,9 @@ class UnknownMessage:
 
     type: str
     payload: dict[str, Any]
+    seq: int | None = None
+    """The envelope's ``seq``, when it has a valid one (p2p-nb's application
+    messages do: they are delivered like chat)."""
 
 
 @dataclass(frozen=True)
@@ -424,7 +427,15 @@ def decode(data: str | bytes) -> Message:
         return _mesh_report(obj)
     if kind == "relay-open":
         return RelayOpen()
-    return UnknownMessage(type=kind, payload=obj)
+    number = obj.get("seq")
+    valid = isinstance(number, int) and not isinstance(number, bool) and number >= 0
+    return UnknownMessage(type=kind, payload=obj, seq=number if valid else None)
+
+
+def sequence_of(msg: Message) -> int | None:
+    """The sender's number of a message delivered like chat (acknowledged,
+    sent again after a link failure); ``None`` for every other message."""
+    return msg.seq if isinstance(msg, ChatMessage | UnknownMessage) else None
 
 
 def _mesh_report(obj: dict[str, Any]) -> MeshReport:

@@ -33,7 +33,7 @@ class TurnServer:
     """Seconds the credentials stay valid (a peer rejoining gets new ones)."""
 
     def __post_init__(self) -> None:
-        if not self.urls or not all(u.startswith(TURN_SCHEMES) for u in self.urls):
+        if not self.urls or not all(uses_turn(u) for u in self.urls):
             raise ValueError(f"TURN URLs must start with turn: or turns:, got {self.urls!r}")
         if not self.secret:
             raise ValueError("a TURN server needs its shared secret")
@@ -51,5 +51,5 @@ class TurnServer:
         }
 
 
-def uses_turn(urls: str | list[str]) -> bool:
-    return any(u.startswith(TURN_SCHEMES) for u in ([urls] if isinstance(urls, str) else urls))
+def uses_turn(url: str) -> bool:
+    return url.startswith(TURN_SCHEMES)

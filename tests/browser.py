@@ -51,7 +51,7 @@ from playwright.async_api import (
     expect,
 )
 
-from .jupyter_server import JupyterServer, run_jupyter_server
+from .jupyter_server import JupyterServer, run_jupyter_server, stop_popen
 
 LAB_BASE_URL = "/lab-test/"
 CHROMIUM = "/usr/bin/chromium"
@@ -214,13 +214,7 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromiumProce
         port = _devtools_port(profile, process, log_path)
         yield ChromiumProcess(process, f"http://127.0.0.1:{port}", log_path)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_popen(process, grace=10)
         shutil.rmtree(profile, ignore_errors=True)
 
 

@@ -99,15 +99,16 @@ def _wait_ready(process: subprocess.Popen[bytes], runtime_dir: Path, token: str,
     pytest.fail(f"jupyter server not ready after {STARTUP_TIMEOUT}s:\n{log.read_text()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM first, so the extension's stop_extension runs as it would for a user."""
+def stop_popen(process: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM first (so Jupyter's stop_extension runs as it would for a user),
+    SIGKILL after ``grace`` seconds."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=15)
+            process.wait(timeout=grace)
 
 
 @contextmanager
@@ -148,7 +149,7 @@ def run_jupyter_server(
         url = _wait_ready(process, tmp / "runtime", token, log_path)
         yield JupyterServer(url, token, root_dir, tmp / "runtime", process, log_path)
     finally:
-        _stop(process)
+        stop_popen(process)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -51,6 +52,17 @@ class Kernel:
         """Submit a cell and return at once (its msg id)."""
         msg_id: str = self.client.execute(textwrap.dedent(code), allow_stdin=False)
         return msg_id
+
+    async def started(self, msg_id: str, timeout: float = 30) -> None:
+        """Until the kernel starts executing cell ``msg_id`` (its ``execute_input``)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.client.get_iopub_msg()
+                if (
+                    msg["msg_type"] == "execute_input"
+                    and msg["parent_header"].get("msg_id") == msg_id
+                ):
+                    return
 
 
 @asynccontextmanager

@@ -66,12 +66,12 @@ async def test_blocking_cell_does_not_drop_the_kernel(jupyter_server: JupyterSer
             await connected.wait_for("peer_connected", lambda e: e.peer_id == kid, timeout=30)
             changes = peer.events("peer_left", "peer_state")
             cell = kernel.run_later("import time\ntime.sleep(45)\nprint('woke')")
+            await kernel.started(cell)
+            await peer.send_message("early")
             # Let the cell block for longer than the timeouts that would drop a
             # starved peer (~30 s ICE consent, 25+20 s Socket.IO ping): the
             # passage of time is the subject of this test, not a synchronisation.
-            await asyncio.sleep(2)
-            await peer.send_message("early")
-            await asyncio.sleep(38)
+            await asyncio.sleep(40)
             await peer.send_message("late")
             reply = await kernel.client.get_shell_msg(timeout=30)
             assert reply["parent_header"]["msg_id"] == cell

@@ -111,7 +111,7 @@ async def test_custom_messages_the_channel_took_before_a_cut_arrive_once_after_i
     for n in range(100):
         await a.send_custom("vote", {"n": n})
         if n % 20 == 19:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one loop turn: the batch goes to the channel
     assert link.out.unacked, "nothing in flight: the test would prove nothing"
     await link.cut()
     await asyncio.wait_for(arrived.wait(), 20)
@@ -390,16 +390,40 @@ class NsPeer:
 RELAY_TOKEN = "relay-test-token"
 
 
+async def start_in(
+    ns: str, url: str, name: str, downloads: Path, peers: list[NsPeer], services: str = ""
+) -> tuple[NsPeer, str]:
+    """``name`` in ``ns``, joined (and added to ``peers``, for the caller to
+    stop); returns it and its peer id."""
+    peer = await NsPeer.start(ns, url, RELAY_TOKEN, name, downloads, services)
+    peers.append(peer)
+    return peer, (await peer.expect("READY"))[1]
+
+
 async def ana_and_ben(
     ns_a: str, ns_b: str, url: str, tmp_path: Path, peers: list[NsPeer]
 ) -> tuple[NsPeer, NsPeer, str, str]:
-    """ "ana" in ``ns_a`` and "ben" in ``ns_b``, joined (and added to ``peers``,
-    for the caller to stop); returns them and their peer ids."""
-    a = await NsPeer.start(ns_a, url, RELAY_TOKEN, "ana", tmp_path / "a")
-    peers.append(a)
-    b = await NsPeer.start(ns_b, url, RELAY_TOKEN, "ben", tmp_path / "b")
-    peers.append(b)
-    return a, b, (await a.expect("READY"))[1], (await b.expect("READY"))[1]
+    """ "ana" in ``ns_a`` and "ben" in ``ns_b`` (see :func:`start_in`)."""
+    a, id_a = await start_in(ns_a, url, "ana", tmp_path / "a", peers)
+    b, id_b = await start_in(ns_b, url, "ben", tmp_path / "b", peers)
+    return a, b, id_a, id_b
+
+
+async def file_crosses(source: NsPeer, receiver: NsPeer, src: Path, downloads: Path) -> None:
+    """``source`` shares ``src`` (300 kB of random bytes); it arrives intact in
+    ``receiver``'s ``downloads``."""
+    src.write_bytes(os.urandom(300_000))
+    await source.command(f"share {src}")
+    _, name, digest = (await receiver.expect("FILE", timeout=60))[:3]
+    assert name == src.name
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert (downloads / src.name).read_bytes() == src.read_bytes()
+
+
+async def stop_all(peers: list[NsPeer], server: asyncio.subprocess.Process) -> None:
+    for peer in peers:
+        await peer.stop()
+    await stop_process(server)
 
 
 async def ns_server(
@@ -448,17 +472,9 @@ async def test_relayed_fallback_when_udp_is_blocked(
         _, sender, _, text = await a.expect("MSG")
         assert (sender, text) == (id_b, "from-b")
 
-        src = tmp_path / "data.bin"
-        src.write_bytes(os.urandom(300_000))
-        await a.command(f"share {src}")
-        _, name, digest = (await b.expect("FILE", timeout=60))[:3]
-        assert name == "data.bin"
-        assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
-        assert (tmp_path / "b" / "data.bin").read_bytes() == src.read_bytes()
+        await file_crosses(a, b, tmp_path / "data.bin", tmp_path / "b")
     finally:
-        for peer in peers:
-            await peer.stop()
-        await stop_process(server)
+        await stop_all(peers, server)
 
 
 async def test_relayed_through_a_peer_offering_relay(
@@ -471,11 +487,8 @@ async def test_relayed_through_a_peer_offering_relay(
     server, url = await ns_server(ns.r, "10.77.1.1", "--no-relay")
     peers: list[NsPeer] = []
     try:
-        token = RELAY_TOKEN
         services = "messaging,file_transfer,relay"
-        r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", services)
-        peers.append(r)
-        id_r = (await r.expect("READY"))[1]
+        r, id_r = await start_in(ns.r, url, "rey", tmp_path / "r", peers, services)
         a, b, id_a, id_b = await ana_and_ben(ns.a, ns.b, url, tmp_path, peers)
         # no direct path and no server relay: after the failed ICE attempt, r relays
         for peer, other in ((a, id_b), (b, id_a)):
@@ -500,21 +513,13 @@ async def test_relayed_through_a_peer_offering_relay(
         assert back == [[id_b, str(i + 1), f"from-b {i}"] for i in range(5)]
 
         for source, receiver, name in ((a, b, "b"), (b, a, "a")):
-            src = tmp_path / f"to-{name}.bin"
-            src.write_bytes(os.urandom(300_000))
-            await source.command(f"share {src}")
-            _, fname, digest = (await receiver.expect("FILE", timeout=60))[:3]
-            assert fname == src.name
-            assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
-            assert (tmp_path / name / src.name).read_bytes() == src.read_bytes()
+            await file_crosses(source, receiver, tmp_path / f"to-{name}.bin", tmp_path / name)
         with contextlib.suppress(TimeoutError):  # read what r printed so far
             await r.expect("(nothing)", timeout=1)
         assert f"STATE {id_a} connected direct" in r.lines
         assert f"STATE {id_b} connected direct" in r.lines
     finally:
-        for peer in peers:
-            await peer.stop()
-        await stop_process(server)
+        await stop_all(peers, server)
 
 
 async def test_relay_peer_gone_falls_back_to_the_signaling_relay(
@@ -526,10 +531,7 @@ async def test_relay_peer_gone_falls_back_to_the_signaling_relay(
     server, url = await ns_server(ns.r, "10.77.1.1")
     peers: list[NsPeer] = []
     try:
-        token = RELAY_TOKEN
-        r = await NsPeer.start(ns.r, url, token, "rey", tmp_path / "r", "messaging,relay")
-        peers.append(r)
-        id_r = (await r.expect("READY"))[1]
+        r, id_r = await start_in(ns.r, url, "rey", tmp_path / "r", peers, "messaging,relay")
         a, b, id_a, id_b = await ana_and_ben(ns.a, ns.b, url, tmp_path, peers)
         for peer, other in ((a, id_b), (b, id_a)):
             await peer.expect(f"STATE {other} relayed", timeout=60)
@@ -547,6 +549,4 @@ async def test_relay_peer_gone_falls_back_to_the_signaling_relay(
         await b.command("send back")
         assert (await a.expect("MSG"))[1:] == [id_b, "1", "back"]
     finally:
-        for peer in peers:
-            await peer.stop()
-        await stop_process(server)
+        await stop_all(peers, server)

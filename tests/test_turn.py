@@ -26,7 +26,9 @@ from .test_recovery import (  # noqa: F401 (udp_blocked_but_r is a fixture)
     NsPeer,
     Triangle,
     ana_and_ben,
+    file_crosses,
     ns_server,
+    stop_all,
     udp_blocked_but_r,
 )
 
@@ -146,15 +148,9 @@ async def test_turn_carries_the_link_when_nothing_else_can(
             await a.command("send through turn")
             _, sender, _, text = await b.expect("MSG")
             assert (sender, text) == (id_a, "through turn")
-            src = tmp_path / "data.bin"
-            src.write_bytes(hashlib.sha256(b"seed").digest() * 10_000)
-            await a.command(f"share {src}")
-            _, name, digest = (await b.expect("FILE", timeout=60))[:3]
-            assert (name, digest) == ("data.bin", hashlib.sha256(src.read_bytes()).hexdigest())
+            await file_crosses(a, b, tmp_path / "data.bin", tmp_path / "b")
         finally:
-            for peer in peers:
-                await peer.stop()
-            await stop_process(server)
+            await stop_all(peers, server)
 
 
 def test_credentials_follow_coturns_scheme() -> None:
