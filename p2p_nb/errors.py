@@ -7,6 +7,8 @@ notebook code can catch one type::
     ├── SignalingError        the signaling service refused or lost us
     │   └── AuthError         the token was missing or wrong
     ├── ProtocolError         a peer or server sent something malformed
+    │   ├── RelayAuthError    a relayed frame was forged, altered or replayed
+    │   └── SafetyCodeError   a peer's safety-code nonce broke its commitment
     ├── TransferError         a file transfer failed
     ├── PeerUnavailable       no open link to the peer asked for
     ├── TurnError             the TURN server gave us no relay address
@@ -42,6 +44,18 @@ class ProtocolError(P2PError):
 
     Readers catch it, report it as an ``error`` event and keep reading: one bad
     message never closes a link."""
+
+
+class RelayAuthError(ProtocolError):
+    """Reported (as an ``error`` event) when a frame that came through a relay
+    (a relaying peer or the signaling server) fails its seal: forged, altered,
+    replayed or reordered on the way. The frame is dropped; the link goes on."""
+
+
+class SafetyCodeError(ProtocolError):
+    """Reported (as an ``error`` event) when the peer's safety-code exchange is
+    malformed, or its revealed nonce does not match the commitment in its
+    offer: someone may be in the middle. The link shows no safety code."""
 
 
 class TransferError(P2PError):

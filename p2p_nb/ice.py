@@ -1,14 +1,18 @@
 """What aiortc's ICE and DTLS do not expose: the size of its UDP sockets'
-buffers and which kind of candidate a connection ended up using (both reach
-into aiortc/aioice internals, and give up quietly if those move), and a
-safety code users compare to rule out a man in the middle."""
+buffers, which kind of candidate a connection ended up using (both reach into
+aiortc/aioice internals, and give up quietly if those move), and one DTLS
+certificate for every connection of an app (this one fails loudly: the safety
+code's stability depends on it, and ``tests/test_safety_code.py`` checks it
+against the installed aiortc)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import datetime
 import socket
 from typing import TYPE_CHECKING, Any
+
+from aiortc.rtcdtlstransport import RTCCertificate
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
@@ -64,22 +68,39 @@ def sdp_fingerprint(sdp: str) -> str | None:
     return None
 
 
-def safety_code(pc: RTCPeerConnection) -> str | None:
-    """Six digits derived from both ends' DTLS fingerprints, the same on both
-    peers of an honest link.
+class StableCertificate:
+    """One DTLS certificate for every connection an app makes.
 
-    The fingerprints travel through the signaling server, so a hostile server
-    could put itself in the middle with certificates of its own; each end would
-    then see a different pair of fingerprints, and the two users, comparing
-    their codes over another channel (voice, in person), see two different
-    codes. ``None`` until both descriptions are known."""
-    local = pc.localDescription
-    remote = pc.remoteDescription
-    if local is None or remote is None:
-        return None
-    ours, theirs = sdp_fingerprint(local.sdp), sdp_fingerprint(remote.sdp)
-    if ours is None or theirs is None:
-        return None
-    digest = hashlib.sha256("\n".join(sorted((ours, theirs))).encode()).digest()
-    number = int.from_bytes(digest[:8], "big") % 1_000_000
-    return f"{number // 1000:03d} {number % 1000:03d}"
+    aiortc makes a new certificate per ``RTCPeerConnection``, so the
+    fingerprints (and with them the safety code) would change on every
+    reconnect, and users could not tell a reconnect from a man in the middle.
+    With one certificate per app, a reconnect shows the same fingerprints and
+    keeps its safety code; a new code means another certificate at the other
+    end. aiortc's certificates last 30 days: a fresh one is made a day before.
+    """
+
+    RENEW_BEFORE = datetime.timedelta(days=1)
+
+    def __init__(self) -> None:
+        self._cert = RTCCertificate.generateCertificate()
+
+    def current(self) -> RTCCertificate:
+        now = datetime.datetime.now(datetime.UTC)
+        if self._cert.expires - now < self.RENEW_BEFORE:
+            self._cert = RTCCertificate.generateCertificate()
+        return self._cert
+
+    def apply(self, pc: RTCPeerConnection) -> None:
+        """Make ``pc`` use the app's certificate (before any description is made).
+
+        Reaches into aiortc's private ``__certificates`` list: raises
+        ``RuntimeError`` if aiortc no longer has it, rather than silently
+        falling back to a certificate per connection."""
+        attr = "_RTCPeerConnection__certificates"
+        certs = getattr(pc, attr, None)
+        if not isinstance(certs, list) or not all(isinstance(c, RTCCertificate) for c in certs):
+            raise RuntimeError(
+                "aiortc's RTCPeerConnection no longer keeps its DTLS certificates in "
+                f"{attr}: p2p_nb/ice.py must be updated for this aiortc version"
+            )
+        setattr(pc, attr, [self.current()])

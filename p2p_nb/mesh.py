@@ -25,6 +25,7 @@ from aiortc import RTCIceServer
 
 from . import protocol
 from .errors import PeerUnavailable, TurnError
+from .ice import StableCertificate
 from .links import (
     ACTIVE_STATES,
     OPEN_STATES,
@@ -72,8 +73,11 @@ class Mesh:
         max_connections: int | None = None,
         relay_peers: RelayPeers | None = None,
         offers_relay: OffersRelay | None = None,
+        certificate: StableCertificate | None = None,
     ) -> None:
         self.local_id = local_id
+        self.certificate = certificate or StableCertificate()
+        """The DTLS certificate of every connection (so reconnects keep their safety code)."""
         self.send_signal = send_signal
         self.send_relay = send_relay
         self.relay_peers = relay_peers
@@ -122,12 +126,13 @@ class Mesh:
         link.signals.put_nowait(data)
 
     def handle_relay(self, from_id: str, data: str | bytes) -> None:
-        """A data-channel frame that came through the signaling relay."""
+        """A frame that came through the signaling server's relay (the server
+        stamps ``from`` with the sender's own session: no peer can forge it)."""
         link = self.links.get(from_id)
         if link is None or link.state == "closed":
             log.info("relayed frame from unknown peer %s dropped", from_id)
             return
-        link._on_message(data, "")
+        link.relayed_in(None, data)
 
     # ------------------------------------------------------- peer relaying
     def relay_peer_for(self, peer_id: str) -> str | None:
@@ -170,26 +175,14 @@ class Mesh:
             log.info("relay-frame from %s to %s: %s", source.peer_id, to, exc)
 
     def _relayed_in(self, via: str, sender: str, data: str | bytes) -> None:
-        """A frame that ``via`` relayed for ``sender``: taken only from a peer that
-        advertises ``relay``, and only for a link relayed through it (or about to
-        be: one with no channel at all), so no other peer can speak for ``sender``."""
+        """A frame that ``via`` relayed for ``sender``: opened only with the seal of
+        a relay session through ``via`` that we and ``sender`` agreed to in
+        signaling, so the relaying peer cannot speak for ``sender``."""
         link = self.links.get(sender)
-        pending = link._relay_pending if link is not None else None
-        if (
-            link is None
-            or link.state == "closed"
-            or sender in (via, self.local_id)
-            or self.relay_peers is None
-            or via not in self.relay_peers()
-            or not (
-                link._relayed_through(via)
-                or (pending is not None and pending.via == via)
-                or link.channel is None
-            )
-        ):
+        if link is None or link.state == "closed" or sender in (via, self.local_id):
             log.info("frame relayed by %s for peer %s dropped", via, sender)
             return
-        link._on_message(data, via)
+        link.relayed_in(via, data)
 
     def _relay_route_down(self, via: str) -> None:
         """Our direct link to ``via`` is no longer up: links it relayed fail over."""

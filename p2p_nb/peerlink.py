@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable
@@ -28,11 +29,13 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
-from .errors import P2PError, PeerUnavailable, ProtocolError
-from .ice import enlarge_socket_buffers, route_type, safety_code
+from .errors import P2PError, PeerUnavailable, ProtocolError, SafetyCodeError
+from .ice import enlarge_socket_buffers, route_type, sdp_fingerprint
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
 from .outgoing import Outgoing
 from .relay import RelayChannel
+from .relaykey import KeyPair, RelaySeal, valid_session_id
+from .safety import SafetyState
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -71,6 +74,9 @@ class PeerLink:
         self.out = Outgoing(self)
         self.signals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._wake = asyncio.Event()
+        self.safety = SafetyState()
+        self._attempt_id: str | None = None
+        """Tag of our latest offer: an answer to any other one is stale."""
 
     @property
     def transport(self) -> str:
@@ -229,6 +235,7 @@ class PeerLink:
         self.generation += 1
         gen = self.generation
         pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.mesh.ice_servers)))
+        self.mesh.certificate.apply(pc)
         self.pc = pc
 
         @pc.on("connectionstatechange")
@@ -268,17 +275,46 @@ class PeerLink:
             return
         if self.pc is not None:
             enlarge_socket_buffers(self.pc)
+        if self.initiator and self.transport == "direct":
+            nonce, replaced = self.safety.reveal()
+            if nonce is not None:
+                # straight onto this channel: never queued for a later one, whose
+                # exchange has another commitment
+                with contextlib.suppress(Exception):
+                    self.channel.send(protocol.SafetyReveal(nonce).encode())
+            self._code_settled(replaced)
         self.out.on_open()
         if self.attempts:
             self.reconnects += 1
         self.attempts = 0
         self._set_state("connected" if self.transport == "direct" else "relayed")
 
+    def _code_settled(self, replaced: Any) -> None:
+        """An attempt's safety code is known: say so (``safety_code``), and warn
+        (``safety_code_changed``) if it replaced the code of other certificates."""
+        code = self.safety.code
+        if code is None:
+            return
+        self.mesh.on_event("safety_code", self.peer_id, {"name": self.name, "code": code})
+        if replaced is not None:
+            log.warning(
+                "safety code of %s changed from %s to %s: other certificates",
+                self.peer_id,
+                replaced.code,
+                code,
+            )
+            self.mesh.on_event(
+                "safety_code_changed",
+                self.peer_id,
+                {"name": self.name, "old": replaced.code, "new": code},
+            )
+
     # ----------------------------------------------------------------- relay
     async def _start_relay(self) -> None:
-        """Offerer: close the direct attempt and ask the peer to relay with us,
-        through a peer offering the ``relay`` service if there is one, else
-        through the signaling server (else it is a direct attempt again)."""
+        """Offerer: close the direct attempt and ask the peer, in signaling, to
+        relay with us through a peer offering the ``relay`` service if there is
+        one, else through the signaling server (else it is a direct attempt
+        again). Frames wait until the peer's ``relay-accept`` seals the session."""
         if self.state != "reconnecting":
             return
         via = self.mesh.relay_peer_for(self.peer_id)
@@ -287,36 +323,102 @@ class PeerLink:
             return
         await self._close_pc()
         self.generation += 1
-        gen = self.generation
         relay = RelayChannel(self, via)
+        assert relay.keys is not None
         self._relay_pending = relay
-        relay.send(protocol.RelayOpen().encode())
         log.info(
             "link %s -> %s: trying the relay through %s",
             self.mesh.local_id,
             self.peer_id,
             f"peer {via}" if via is not None else "the signaling server",
         )
-        self._watch(gen)
+        self._watch(self.generation)
+        await self.mesh.send_signal(
+            self.peer_id,
+            {
+                "type": "relay",
+                "via": via or "",
+                "session": relay.session,
+                "key": relay.keys.public_b64,
+            },
+        )
 
     def _relayed_through(self, via: str | None) -> bool:
         return isinstance(self.channel, RelayChannel) and self.channel.via == via
 
-    async def _accept_relay(self, via: str | None = None) -> None:
-        """Answerer: the offerer relays (through ``via``, or signaling); answer once
-        and switch."""
-        if self.state == "closed" or self._relayed_through(via):
+    async def _accept_relay(self, signal: dict[str, Any]) -> None:
+        """Answerer: the offerer asks to relay (through ``via``, or signaling):
+        agree on the session's keys, answer ``relay-accept`` and switch."""
+        via_field, session = signal.get("via", ""), signal.get("session")
+        if self.initiator:
+            raise ProtocolError(f"peer {self.peer_id} asked us to relay, but we are the offerer")
+        if not isinstance(via_field, str) or not valid_session_id(session):
+            raise ProtocolError(f"malformed relay signal from {self.peer_id}")
+        assert isinstance(session, str)
+        via = via_field or None
+        if self.state == "closed":
             return
         if self.state == "limited" and not self.mesh.has_capacity(excluding=self):
             return
+        if via is None:
+            if self.mesh.send_relay is None:
+                raise ProtocolError(f"peer {self.peer_id} asked for the signaling relay: it is off")
+        else:
+            relay = self.mesh.links.get(via)
+            if (
+                via in (self.peer_id, self.mesh.local_id)
+                or relay is None
+                or relay.state != "connected"
+                or relay.transport != "direct"
+            ):
+                raise ProtocolError(
+                    f"peer {self.peer_id} asked to relay through {via}: no direct link to it"
+                )
+        keys = KeyPair()
+        seal = RelaySeal.agree(
+            keys,
+            signal.get("key"),
+            session=session,
+            local_id=self.mesh.local_id,
+            peer_id=self.peer_id,
+            via=via,
+        )
         await self._close_pc()
         self.generation += 1
-        self.channel = RelayChannel(self, via)
-        self.channel.send(protocol.RelayOpen().encode())
+        channel = RelayChannel(self, via, seal)
+        self.channel = channel
+        self._watch(self.generation)
+        await self.mesh.send_signal(
+            self.peer_id, {"type": "relay-accept", "session": session, "key": keys.public_b64}
+        )
+        channel.send(protocol.RelayOpen().encode())
         self._on_open(self.generation)
 
+    def _relay_accepted(self, signal: dict[str, Any]) -> None:
+        """Offerer: the peer agreed to our relay session (a stale or unknown
+        session is ignored: it belongs to an attempt given up)."""
+        pending = self._relay_pending
+        if not self.initiator or pending is None or signal.get("session") != pending.session:
+            log.info("relay-accept from %s for no pending session: ignored", self.peer_id)
+            return
+        pending.agree(signal.get("key"))
+
+    def relayed_in(self, via: str | None, data: object) -> None:
+        """A sealed frame relayed by ``via`` (``None``: the signaling server):
+        opened by the relay session agreed with this peer through that route,
+        dropped if there is none."""
+        for relay in (self.channel, self._relay_pending):
+            if isinstance(relay, RelayChannel) and relay.via == via:
+                relay.receive(data)
+                return
+        log.info(
+            "frame from %s relayed by %s without an agreed session: dropped",
+            self.peer_id,
+            via or "the signaling server",
+        )
+
     def _relay_confirmed(self) -> None:
-        """Offerer: the peer answered our relay-open."""
+        """Offerer: the peer's relay-open came through the session."""
         relay, self._relay_pending = self._relay_pending, None
         if relay is None:
             return
@@ -362,13 +464,21 @@ class PeerLink:
         elif isinstance(msg, protocol.MeshReport):
             self.mesh._on_report(self.peer_id, msg)
         elif isinstance(msg, protocol.RelayOpen):
-            via = route or None
+            # only ever opened from a sealed session (relayed_in), so it is the peer's
             pending = self._relay_pending
-            if pending is not None:
-                if pending.via == via:
-                    self._relay_confirmed()
-            elif not self._relayed_through(via):
-                self.signals.put_nowait({"type": "_accept_relay", "via": via})
+            if route is not None and pending is not None and pending.via == (route or None):
+                self._relay_confirmed()
+        elif isinstance(msg, protocol.SafetyReveal):
+            if route is not None or self.initiator:
+                log.warning(
+                    "safety-reveal from %s not on its direct channel: dropped", self.peer_id
+                )
+                return
+            try:
+                self._code_settled(self.safety.on_reveal(msg.nonce))
+            except SafetyCodeError as exc:
+                log.warning("%s: %s", self.peer_id, exc)
+                self.mesh.on_event("error", self.peer_id, exc)
         elif isinstance(msg, protocol.RelayFrame):
             if route is not None or self.transport != "direct":
                 log.warning("relay-frame from %s not on a direct link: dropped", self.peer_id)
@@ -446,17 +556,25 @@ class PeerLink:
             await self._guarded(self._handle(signal))
 
     async def _guarded(self, work: Awaitable[None]) -> None:
+        """Nothing a signal does may end the worker: the link would stay in its
+        state for ever. Malformed or out-of-place signals are reported."""
         try:
             await work
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            # A malformed SDP or candidate must not end the worker: report it.
+        except asyncio.CancelledError:
+            raise
+        except ProtocolError as exc:
             log.warning("bad signal from %s: %s", self.peer_id, exc)
-            self.mesh.on_event(
-                "error", self.peer_id, ProtocolError(f"bad signal from {self.peer_id}: {exc}")
-            )
+            self.mesh.on_event("error", self.peer_id, exc)
         except P2PError as exc:
             # Signaling is down or the peer is away: the watchdog retries later.
             log.info("link %s: %s", self.peer_id, exc)
+        except Exception as exc:
+            # A malformed SDP or candidate, or aiortc's InvalidStateError for a
+            # description that does not fit the connection's state.
+            log.warning("bad signal from %s: %r", self.peer_id, exc)
+            self.mesh.on_event(
+                "error", self.peer_id, ProtocolError(f"bad signal from {self.peer_id}: {exc!r}")
+            )
 
     async def _first_offer(self) -> None:
         if not self.mesh.has_capacity(excluding=self):
@@ -475,8 +593,10 @@ class PeerLink:
                 await self._offer()
         elif kind == "_relay":
             await self._start_relay()
-        elif kind == "_accept_relay":
-            await self._accept_relay(signal.get("via"))
+        elif kind == "relay":
+            await self._accept_relay(signal)
+        elif kind == "relay-accept":
+            self._relay_accepted(signal)
         elif kind == "refuse":
             await self._close_pc()
             self._limit("the peer's max_connections", here=False)
@@ -509,12 +629,15 @@ class PeerLink:
             self.limited_reason = None
             self._set_state("connecting")
         await pc.setLocalDescription(await pc.createOffer())
-        await self._send_description(pc)
+        self._attempt_id = secrets.token_hex(8)
+        await self._send_description(
+            pc, {"attempt": self._attempt_id, **self.safety.offer_fields()}
+        )
 
-    async def _send_description(self, pc: RTCPeerConnection) -> None:
+    async def _send_description(self, pc: RTCPeerConnection, fields: dict[str, Any]) -> None:
         desc = pc.localDescription
         self.mesh.check_turn(self.peer_id, desc.sdp)  # gathering is over by now
-        await self.mesh.send_signal(self.peer_id, {"type": desc.type, "sdp": desc.sdp})
+        await self.mesh.send_signal(self.peer_id, {"type": desc.type, "sdp": desc.sdp, **fields})
 
     async def _apply(self, signal: dict[str, Any]) -> None:
         kind = signal.get("type")
@@ -527,21 +650,47 @@ class PeerLink:
                     self.peer_id, {"type": "refuse", "reason": "max_connections"}
                 )
                 return
-            # A new offer on a used connection means the initiator is reconnecting.
+            # A new offer on a used connection means the initiator is reconnecting:
+            # leave the open state (transfers pause and resume, chat is resent).
             pc = self.pc
             if pc is None or pc.remoteDescription is not None:
                 pc = await self._new_pc()
             if self.state in ("new", "limited"):
                 self.limited_reason = None
                 self._set_state("connecting")
-            elif self.state in ("lost", "relayed"):
+            elif self.state == "lost" or self.state in OPEN_STATES:
                 self.attempts = 0
                 self._set_state("reconnecting")
-            await pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "offer"))
+            sdp = signal["sdp"]
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
-            await self._send_description(pc)
-        elif kind == "answer" and self.initiator and self.pc is not None:
-            await self.pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], "answer"))
+            attempt = signal.get("attempt")
+            fields: dict[str, Any] = {"attempt": attempt} if isinstance(attempt, str) else {}
+            try:
+                fields |= self.safety.answer_fields(
+                    signal, sdp_fingerprint(pc.localDescription.sdp), sdp_fingerprint(sdp)
+                )
+            except SafetyCodeError as exc:  # answer anyway: the link just shows no code
+                self.mesh.on_event("error", self.peer_id, exc)
+            await self._send_description(pc, fields)
+        elif kind == "answer" and self.initiator:
+            pc = self.pc
+            attempt = signal.get("attempt")
+            if (
+                pc is None
+                or pc.signalingState != "have-local-offer"
+                or (attempt is not None and attempt != self._attempt_id)
+            ):
+                log.info("stale answer from %s dropped", self.peer_id)
+                return
+            sdp = signal["sdp"]
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+            try:
+                self.safety.on_answer(
+                    signal, sdp_fingerprint(pc.localDescription.sdp), sdp_fingerprint(sdp)
+                )
+            except SafetyCodeError as exc:
+                self.mesh.on_event("error", self.peer_id, exc)
         elif kind == "candidate" and self.pc is not None:
             await self._add_candidate(self.pc, signal.get("candidate"))
         else:
@@ -582,9 +731,7 @@ class PeerLink:
             ice_route=route_type(self.pc)
             if self.pc is not None and self.state in OPEN_STATES
             else None,
-            safety_code=safety_code(self.pc)
-            if self.pc is not None and self.transport == "direct"
-            else None,
+            safety_code=self.safety.code if self.transport == "direct" else None,
         )
 
     def quality(self) -> ConnectionQuality:

@@ -136,8 +136,21 @@ class MeshReport:
 
 
 @dataclass(frozen=True)
+class SafetyReveal:
+    """The offerer's safety-code nonce, sent on the data channel once it opens;
+    its SHA-256 commitment was in the offer (see :mod:`p2p_nb.safety`)."""
+
+    nonce: str
+
+    def encode(self) -> str:
+        return _dump({"v": PROTOCOL_VERSION, "type": "safety-reveal", "nonce": self.nonce})
+
+
+@dataclass(frozen=True)
 class RelayOpen:
-    """Sent through the signaling relay: "I carry our traffic this way from now on"."""
+    """The answerer's first frame on a relay session both ends agreed to in
+    signaling (``relay`` / ``relay-accept``): "the relay carries our traffic
+    from now on". Sealed like every relayed frame."""
 
     def encode(self) -> str:
         return _dump({"v": PROTOCOL_VERSION, "type": "relay-open"})
@@ -257,6 +270,7 @@ Message = (
     | MeshReport
     | RelayOpen
     | RelayFrame
+    | SafetyReveal
     | UnknownMessage
 )
 BUILTIN_TYPES = frozenset(
@@ -270,6 +284,7 @@ BUILTIN_TYPES = frozenset(
         "mesh-report",
         "relay-open",
         "relay-frame",
+        "safety-reveal",
     }
     | FILE_CONTROL_TYPES
 )
@@ -316,6 +331,9 @@ MAX_FRAME_BYTES = 64 * 1024
 """Largest binary frame sent: every WebRTC stack accepts 64 KiB messages."""
 CHUNK_SIZE = MAX_FRAME_BYTES - CHUNK_HEADER.size
 MAX_RELAY_FRAME_BYTES = 2 * MAX_CONTROL_BYTES + 1024
+MAX_SEALED_FRAME_BYTES = MAX_FRAME_BYTES + 64
+"""A relayed frame is sealed (p2p_nb.relaykey): a data-channel frame plus its
+counter, kind and tag (25 bytes), rounded up."""
 """Largest ``relay-frame`` message: a wrapped frame (a base64 chunk frame, or a
 control message whose quotes and backslashes JSON escapes again) plus its envelope."""
 
@@ -427,6 +445,8 @@ def decode(data: str | bytes) -> Message:
         return _mesh_report(obj)
     if kind == "relay-open":
         return RelayOpen()
+    if kind == "safety-reveal":
+        return SafetyReveal(nonce=_str(obj, "nonce", 64))
     number = obj.get("seq")
     valid = isinstance(number, int) and not isinstance(number, bool) and number >= 0
     return UnknownMessage(type=kind, payload=obj, seq=number if valid else None)
@@ -468,8 +488,8 @@ def _relay_frame(obj: dict[str, Any]) -> RelayFrame:
             data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ProtocolError(f"field 'data' is not valid base64: {exc}") from exc
-        if not data or len(data) > MAX_FRAME_BYTES:
-            raise ProtocolError(f"a relayed binary frame is 1 to {MAX_FRAME_BYTES} bytes")
+        if not data or len(data) > MAX_SEALED_FRAME_BYTES:
+            raise ProtocolError(f"a relayed binary frame is 1 to {MAX_SEALED_FRAME_BYTES} bytes")
     else:
         data = _str(obj, "data", MAX_CONTROL_BYTES)
     return RelayFrame(data=data, to=to, sender=sender)

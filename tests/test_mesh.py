@@ -11,6 +11,7 @@ import pytest
 
 from p2p_nb import PeerUnavailable, ProtocolError, SignalingError, protocol
 from p2p_nb.app import P2PApp
+from p2p_nb.links import MeshSettings
 
 from .conftest import MakePeer, RunningServer, ServerProcess, peer_process
 
@@ -212,8 +213,9 @@ async def test_threaded_app_from_the_test_loop(make_peer: MakePeer) -> None:
 async def test_a_burst_travels_in_few_frames_and_keeps_its_order(make_peer: MakePeer) -> None:
     """Messages sent in one loop turn share data-channel messages (batches);
     one too big for a batch travels alone, between the batches, in order."""
-    a = await make_peer("a")
-    b = await make_peer("b")
+    quiet = MeshSettings(ping_interval=3600.0)  # no ping or pong among the counted frames
+    a = await make_peer("a", mesh_settings=quiet)
+    b = await make_peer("b", mesh_settings=quiet)
     await wait_mesh([a, b])
     link = a._mesh.links[b.peer_id or ""]  # type: ignore[union-attr]
     inbox = b.events("message")

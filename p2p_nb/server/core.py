@@ -30,7 +30,14 @@ from .limits import ROOM_NAME_RE, ServerLimits
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
-SIGNAL_TYPES = frozenset({"offer", "answer", "candidate", "refuse", "invite"})
+SIGNAL_TYPES = frozenset(
+    {"offer", "answer", "candidate", "refuse", "invite", "relay", "relay-accept"}
+)
+DESCRIPTION_FIELDS = {"attempt": 64, "commit": 64, "pin": 64, "nonce": 64}
+"""Optional string fields an offer or answer may carry, with their longest length
+(the attempt tag and the safety-code exchange: opaque to the server)."""
+RELAY_FIELDS = {"via": 64, "session": 64, "key": 64}
+"""String fields of ``relay`` (``relay-accept`` has no ``via``): opaque to the server."""
 PEER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 Authenticate = Callable[[dict[str, Any], Any], Awaitable[str]]
@@ -356,12 +363,29 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         kind = data.get("type")
         if kind not in SIGNAL_TYPES:
             raise RequestRejected(
-                "invalid", "'type' must be one of offer, answer, candidate, refuse, invite"
+                "invalid", "'type' must be one of " + ", ".join(sorted(SIGNAL_TYPES))
             )
         out: dict[str, Any] = {"from": peer.peer_id, "type": kind}
         if kind in ("offer", "answer"):
             sdp = _need_str(data, "sdp", limits.max_sdp_bytes)
             out["sdp"] = sdp
+            for key, longest in DESCRIPTION_FIELDS.items():
+                if key in data:
+                    out[key] = _need_str(data, key, longest)
+            if "keep" in data:
+                if not isinstance(data["keep"], bool):
+                    raise RequestRejected("invalid", "'keep' must be a boolean")
+                out["keep"] = data["keep"]
+        elif kind in ("relay", "relay-accept"):
+            for key, longest in RELAY_FIELDS.items():
+                if key == "via" and kind == "relay-accept":
+                    continue
+                value = data.get(key)
+                if not isinstance(value, str) or len(value) > longest:
+                    raise RequestRejected(
+                        "invalid", f"'{key}' must be a string of at most {longest} characters"
+                    )
+                out[key] = value
         elif kind in ("refuse", "invite"):
             reason = data.get("reason", "")
             if not isinstance(reason, str) or len(reason) > 64:

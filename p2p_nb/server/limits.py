@@ -37,5 +37,6 @@ class ServerLimits:
     room hears ``peer_left``; a client that reconnects in time resumes unseen."""
     allow_relay: bool = True
     """Carry data-channel frames between two peers that cannot connect directly."""
-    max_relay_bytes: int = 64 * 1024
-    """Largest relayed frame (the data channel's own message limit)."""
+    max_relay_bytes: int = 64 * 1024 + 64
+    """Largest relayed frame: the data channel's own message limit, plus the
+    few bytes a sealed frame adds (counter, kind, tag)."""
