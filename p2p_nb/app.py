@@ -30,10 +30,12 @@ from .capabilities import Capabilities
 from .discovery import discover_server
 from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError, TransferError
 from .events import Event, EventBus, EventStream, Handler
+from .ice import StableCertificate
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
 from .netthread import NetworkThread
+from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
 from .transfer import (
@@ -164,6 +166,9 @@ class P2PApp:
         self._remote_caps: dict[str, Capabilities] = {}
         self._custom_types: dict[str, int] = {}
         self._relay_allowed = False
+        self._room_key: RoomKey | None = None
+        self._certificate = StableCertificate()
+        """One DTLS certificate for all our connections: reconnects keep their safety code."""
         self.transfer_settings = transfer_settings or TransferSettings()
         self._transfers: TransferManager | None = None
         self.received: dict[str, ReceivedFile] = {}
@@ -261,16 +266,26 @@ class P2PApp:
         name: str | None = None,
         *,
         capabilities: Capabilities | dict[str, Any] | None = None,
+        secret: str | None = None,
         timeout: float = 10.0,
     ) -> str:
         """Join ``room`` and start connecting to everyone in it; returns our peer id.
 
         ``capabilities``: a :class:`~p2p_nb.capabilities.Capabilities` or a dict
         of its fields (``role``, ``services``, ``max_connections``, ...).
+        ``secret``: the room's secret (8 to 1024 characters), known to its
+        members and never sent anywhere: every peer must have the same one, and
+        a signaling server cannot sit in the middle or read relayed frames
+        (see docs/protocol.md, "Room secret"). Raises
+        :class:`~p2p_nb.errors.RoomSecretError` for an unusable secret.
         """
         signaling = self._require_signaling()
         if self.room is not None:
             raise SignalingError(f"already in room {self.room!r}; leave_room() first", "joined")
+        # scrypt takes a fraction of a second: off the loop
+        self._room_key = (
+            await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
+        )
         name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
         if capabilities is not None:
             self._capabilities = _as_capabilities(capabilities)
@@ -306,6 +321,8 @@ class P2PApp:
             max_connections=self._capabilities.max_connections,
             relay_peers=lambda: self.find_peers_with_service("relay"),
             offers_relay=lambda: self.provides_service("relay"),
+            certificate=self._certificate,
+            room_key=self._room_key,
         )
         self._transfers = TransferManager(
             self._mesh,

@@ -12,6 +12,7 @@ notebook code can catch one type::
     ├── TransferError         a file transfer failed
     ├── PeerUnavailable       no open link to the peer asked for
     ├── TurnError             the TURN server gave us no relay address
+    ├── RoomSecretError       a peer's signal lacks the room secret's authenticator
     └── P2PTimeoutError       something we waited for did not happen in time
                               (also a builtin ``TimeoutError``)
 """
@@ -70,6 +71,14 @@ class TurnError(P2PError):
     """Reported (as an ``error`` event) when a TURN server is configured but
     gathering produced no relay address: wrong or expired credentials, or the
     server is unreachable. Peers that need it will not connect directly."""
+
+
+class RoomSecretError(P2PError):
+    """Raised for a room secret that cannot be used (too short, too long), and
+    reported (as an ``error`` event, the link then ``lost``) when a peer's
+    offer, answer or relay request in a room with a secret has no valid
+    authenticator: that peer does not know the secret, or someone in between
+    (the signaling server) altered it. The link is never opened."""
 
 
 class P2PTimeoutError(P2PError, TimeoutError):

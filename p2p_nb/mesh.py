@@ -36,6 +36,7 @@ from .links import (
 )
 from .peerlink import PeerLink
 from .relay import RelayChannel
+from .roomkey import RoomKey
 from .tasks import TaskSet
 from .turn import uses_turn
 
@@ -74,8 +75,11 @@ class Mesh:
         relay_peers: RelayPeers | None = None,
         offers_relay: OffersRelay | None = None,
         certificate: StableCertificate | None = None,
+        room_key: RoomKey | None = None,
     ) -> None:
         self.local_id = local_id
+        self.room_key = room_key
+        """In a room with a secret: signals are authenticated with it, relay keys salted."""
         self.certificate = certificate or StableCertificate()
         """The DTLS certificate of every connection (so reconnects keep their safety code)."""
         self.send_signal = send_signal
@@ -100,6 +104,16 @@ class Mesh:
         self._tasks.spawn(self._ping_loop(), "ping")
         if settings.quality_interval is not None:
             self._tasks.spawn(self._quality_loop(settings.quality_interval), "quality")
+
+    @property
+    def relay_salt(self) -> bytes | None:
+        return self.room_key.relay_salt if self.room_key is not None else None
+
+    async def send_authenticated(self, peer_id: str, signal: dict[str, Any]) -> None:
+        """A signal to a peer; in a room with a secret, with its authenticator."""
+        if self.room_key is not None:
+            signal = {**signal, "auth": self.room_key.authenticate(self.local_id, peer_id, signal)}
+        await self.send_signal(peer_id, signal)
 
     @property
     def policy(self) -> ReconnectPolicy:

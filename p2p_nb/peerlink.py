@@ -29,7 +29,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
-from .errors import P2PError, PeerUnavailable, ProtocolError, SafetyCodeError
+from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
 from .ice import enlarge_socket_buffers, route_type, sdp_fingerprint
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
 from .outgoing import Outgoing
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+AUTHENTICATED_SIGNALS = frozenset({"offer", "answer", "relay", "relay-accept"})
+"""Signals that carry ``auth`` in a room with a secret (what a man in the middle
+would have to alter)."""
 LOW_WATER = 256 * 1024
 """``bufferedAmountLowThreshold``: senders waiting for room wake below this."""
 
@@ -90,13 +93,16 @@ class PeerLink:
         return self.channel.via if isinstance(self.channel, RelayChannel) else None
 
     # --------------------------------------------------------------- state
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, reason: str | None = None) -> None:
         if state == self.state:
             return
         log.debug("%s link %s: %s -> %s", self.mesh.local_id, self.peer_id, self.state, state)
         old, self.state = self.state, state
         self._notify()
-        self.mesh.on_event("peer_state", self.peer_id, {"old": old, "new": state})
+        change = {"old": old, "new": state}
+        if reason is not None:
+            change["reason"] = reason
+        self.mesh.on_event("peer_state", self.peer_id, change)
         if state in OPEN_STATES:
             self.connected_at = time.time()
             self.last_heard = time.monotonic()
@@ -333,7 +339,7 @@ class PeerLink:
             f"peer {via}" if via is not None else "the signaling server",
         )
         self._watch(self.generation)
-        await self.mesh.send_signal(
+        await self.mesh.send_authenticated(
             self.peer_id,
             {
                 "type": "relay",
@@ -382,13 +388,14 @@ class PeerLink:
             local_id=self.mesh.local_id,
             peer_id=self.peer_id,
             via=via,
+            salt=self.mesh.relay_salt,
         )
         await self._close_pc()
         self.generation += 1
         channel = RelayChannel(self, via, seal)
         self.channel = channel
         self._watch(self.generation)
-        await self.mesh.send_signal(
+        await self.mesh.send_authenticated(
             self.peer_id, {"type": "relay-accept", "session": session, "key": keys.public_b64}
         )
         channel.send(protocol.RelayOpen().encode())
@@ -588,6 +595,17 @@ class PeerLink:
 
     async def _handle(self, signal: dict[str, Any]) -> None:
         kind = signal.get("type")
+        key = self.mesh.room_key
+        if key is not None and kind in AUTHENTICATED_SIGNALS:
+            try:
+                key.check(self.peer_id, self.mesh.local_id, signal)
+            except RoomSecretError as exc:
+                self._unauthenticated(exc)
+                # tell the peer, or it would wait for an answer until it gives up
+                await self.mesh.send_signal(
+                    self.peer_id, {"type": "refuse", "reason": "room_secret"}
+                )
+                return
         if kind == "_reconnect":
             if self.state == "reconnecting":
                 await self._offer()
@@ -597,6 +615,14 @@ class PeerLink:
             await self._accept_relay(signal)
         elif kind == "relay-accept":
             self._relay_accepted(signal)
+        elif kind == "refuse" and signal.get("reason") == "room_secret":
+            await self._close_pc()
+            why = (
+                f"peer {self.peer_id} refused the room authenticator of our "
+                f"{'offer' if self.initiator else 'answer'}: it does not have this room's "
+                "secret (or someone in between altered it)"
+            )
+            self._unauthenticated(RoomSecretError(why))
         elif kind == "refuse":
             await self._close_pc()
             self._limit("the peer's max_connections", here=False)
@@ -610,6 +636,14 @@ class PeerLink:
                 self.restart()
         else:
             await self._apply(signal)
+
+    def _unauthenticated(self, exc: RoomSecretError) -> None:
+        """A signal without the room secret's authenticator: never open the link."""
+        log.warning("link %s: %s", self.peer_id, exc)
+        self.mesh.on_event("error", self.peer_id, exc)
+        self.limited_reason = str(exc)
+        self._set_state("lost", reason=str(exc))
+        self.mesh.spawn(self._close_pc(), f"close-{self.peer_id}")
 
     def _limit(self, reason: str, *, here: bool) -> None:
         self.limited_reason = reason
@@ -637,7 +671,9 @@ class PeerLink:
     async def _send_description(self, pc: RTCPeerConnection, fields: dict[str, Any]) -> None:
         desc = pc.localDescription
         self.mesh.check_turn(self.peer_id, desc.sdp)  # gathering is over by now
-        await self.mesh.send_signal(self.peer_id, {"type": desc.type, "sdp": desc.sdp, **fields})
+        await self.mesh.send_authenticated(
+            self.peer_id, {"type": desc.type, "sdp": desc.sdp, **fields}
+        )
 
     async def _apply(self, signal: dict[str, Any]) -> None:
         kind = signal.get("type")

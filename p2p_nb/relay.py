@@ -79,6 +79,7 @@ class RelayChannel:
             local_id=self.link.mesh.local_id,
             peer_id=self.link.peer_id,
             via=self.via,
+            salt=self.link.mesh.relay_salt,
         )
         self.keys = None
         self._ready.set()

@@ -81,15 +81,22 @@ class KeyPair:
 
 
 def derive_keys(
-    shared: bytes, *, session: str, offerer: str, answerer: str, via: str
+    shared: bytes,
+    *,
+    session: str,
+    offerer: str,
+    answerer: str,
+    via: str,
+    salt: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     """(offerer → answerer key, answerer → offerer key): HKDF-SHA256 over the
-    shared secret, salt ``LABEL``, info the JSON array
-    ``[LABEL, session, offerer, answerer, via]`` (``via`` is ``""`` for the
-    signaling server's relay), 64 bytes split in two."""
+    shared secret, salt ``LABEL`` (or, in a room with a secret, the room key's
+    relay salt: then even a server that swapped the public keys cannot derive
+    them), info the JSON array ``[LABEL, session, offerer, answerer, via]``
+    (``via`` is ``""`` for the signaling server's relay), 64 bytes split in two."""
     info = json.dumps([LABEL, session, offerer, answerer, via], separators=(",", ":"))
     okm = HKDF(
-        algorithm=hashes.SHA256(), length=64, salt=LABEL.encode(), info=info.encode()
+        algorithm=hashes.SHA256(), length=64, salt=salt or LABEL.encode(), info=info.encode()
     ).derive(shared)
     return okm[:32], okm[32:]
 
@@ -120,8 +127,10 @@ class RelaySeal:
         local_id: str,
         peer_id: str,
         via: str | None,
+        salt: bytes | None = None,
     ) -> RelaySeal:
-        """Both ends call this with their own key pair and the other's public key."""
+        """Both ends call this with their own key pair and the other's public key
+        (and the room key's relay salt, in a room with a secret)."""
         offerer, answerer = sorted((local_id, peer_id))
         forward, backward = derive_keys(
             keys.shared(peer_public_b64),
@@ -129,6 +138,7 @@ class RelaySeal:
             offerer=offerer,
             answerer=answerer,
             via=via or "",
+            salt=salt,
         )
         ours, theirs = (forward, backward) if local_id == offerer else (backward, forward)
         return cls(session, local_id, peer_id, ours, theirs)

@@ -226,7 +226,8 @@ async def test_a_burst_travels_in_few_frames_and_keeps_its_order(make_peer: Make
         await a.send_message(text)
     got = [(await inbox.get(timeout=20)).data.text for _ in texts]
     assert got == texts
-    assert link.out.messages_sent - sent == len(texts)
+    # every batched message counts; the link's own mesh-report may join the burst
+    assert len(texts) <= link.out.messages_sent - sent <= len(texts) + 1
     assert link.out.frames_sent - frames < 20
 
 

@@ -133,6 +133,8 @@ class ManInTheMiddle:
             "attempt": "mitm",
             "commit": safety.commitment(self.nonce_to_answerer),
         }
+        if "auth" in offer:  # its best try in a room with a secret: the offerer's own
+            mine["auth"] = offer["auth"]
         await self.emit("signal", mine, to=self.sid(answerer))
 
     def forward(

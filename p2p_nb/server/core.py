@@ -33,10 +33,10 @@ PROTOCOL_VERSION = 1
 SIGNAL_TYPES = frozenset(
     {"offer", "answer", "candidate", "refuse", "invite", "relay", "relay-accept"}
 )
-DESCRIPTION_FIELDS = {"attempt": 64, "commit": 64, "pin": 64, "nonce": 64}
+DESCRIPTION_FIELDS = {"attempt": 64, "commit": 64, "pin": 64, "nonce": 64, "auth": 64}
 """Optional string fields an offer or answer may carry, with their longest length
 (the attempt tag and the safety-code exchange: opaque to the server)."""
-RELAY_FIELDS = {"via": 64, "session": 64, "key": 64}
+RELAY_FIELDS = {"via": 64, "session": 64, "key": 64, "auth": 64}
 """String fields of ``relay`` (``relay-accept`` has no ``via``): opaque to the server."""
 PEER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -381,6 +381,8 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 if key == "via" and kind == "relay-accept":
                     continue
                 value = data.get(key)
+                if key == "auth" and value is None:
+                    continue
                 if not isinstance(value, str) or len(value) > longest:
                     raise RequestRejected(
                         "invalid", f"'{key}' must be a string of at most {longest} characters"

@@ -1,0 +1,144 @@
+"""The room secret: what takes the signaling operator out of the trust base.
+
+A room may have a secret (the part of an invite URL after ``#``, or a
+passphrase given to ``join_room(secret=...)``). It never leaves the peers: it
+is stretched with scrypt into a room key, and from that key come
+
+- the **description authenticator**: every offer and answer carries ``auth``,
+  an HMAC over what identifies the DTLS and ICE session (room, both peer ids,
+  the SDP's fingerprints, ICE username fragment and password, and the
+  safety-code fields). A server that swaps a fingerprint to sit in the middle
+  cannot make a valid ``auth`` without the secret, so the peer refuses the
+  description and the link is never opened;
+- the **relay salt**: relay sessions (:mod:`p2p_nb.relaykey`) mix it into their
+  key derivation, so a server that swaps the X25519 keys of a relay session
+  still cannot read or forge relayed frames.
+
+Pure: no I/O. The formulas and test vectors are in ``docs/protocol.md``
+("Room secret").
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from .errors import RoomSecretError
+
+LABEL = "p2p-nb room v1"
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+"""scrypt cost: 32 MiB of memory and ~0.2 s per derivation here, so guessing a
+passphrase offline costs the same per guess; an invite's secret is 32 random
+bytes anyway."""
+MIN_SECRET_CHARS = 8
+MAX_SECRET_CHARS = 1024
+AUTH_FIELDS = ("attempt", "commit", "nonce", "pin", "session", "key", "via")
+"""String fields of a signal besides the SDP that the authenticator covers
+(a description's attempt tag and safety-code fields, a relay request's session,
+key and route); ``keep`` is covered as a boolean."""
+
+
+def sdp_identity(sdp: str) -> dict[str, Any]:
+    """What in an SDP identifies its DTLS and ICE session: every
+    ``a=fingerprint:`` value (lowercased, in order) and the first
+    ``a=ice-ufrag:`` and ``a=ice-pwd:``."""
+    fingerprints: list[str] = []
+    ufrag = pwd = ""
+    for raw in sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("a=fingerprint:"):
+            fingerprints.append(line.split(":", 1)[1].strip().lower())
+        elif line.startswith("a=ice-ufrag:") and not ufrag:
+            ufrag = line.split(":", 1)[1].strip()
+        elif line.startswith("a=ice-pwd:") and not pwd:
+            pwd = line.split(":", 1)[1].strip()
+    return {"fingerprints": fingerprints, "ice_ufrag": ufrag, "ice_pwd": pwd}
+
+
+@functools.lru_cache(maxsize=16)
+def _stretch(room: str, secret: str) -> bytes:
+    return Scrypt(
+        salt=f"{LABEL}|{room}".encode(), length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P
+    ).derive(secret.encode("utf-8"))
+
+
+def _expand(master: bytes, purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=LABEL.encode(), info=purpose.encode()
+    ).derive(master)
+
+
+@dataclass(frozen=True)
+class RoomKey:
+    """The keys of one room's secret (never its text, never logged)."""
+
+    room: str
+    auth_key: bytes
+    relay_salt: bytes
+
+    def __repr__(self) -> str:  # keys stay out of logs and tracebacks
+        return f"RoomKey(room={self.room!r})"
+
+    @classmethod
+    def derive(cls, room: str, secret: str) -> RoomKey:
+        """``master = scrypt(secret, salt = LABEL|room, N=2^15, r=8, p=1, 32 bytes)``;
+        ``auth_key = HKDF(master, info="auth")``, ``relay_salt = HKDF(master,
+        info="relay")`` (HKDF-SHA256, salt ``LABEL``)."""
+        if not isinstance(secret, str):
+            raise RoomSecretError("a room secret is a string")
+        if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
+            raise RoomSecretError(
+                f"a room secret has {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters "
+                f"(this one has {len(secret)})"
+            )
+        master = _stretch(room, secret)
+        return cls(room, _expand(master, "auth"), _expand(master, "relay"))
+
+    def _message(self, sender: str, receiver: str, signal: dict[str, Any]) -> bytes:
+        """Compact JSON ``[LABEL, room, sender, receiver, type, [fingerprints],
+        ice_ufrag, ice_pwd, [attempt, commit, nonce, pin, session, key, via], keep]``
+        (absent strings are ``""``, ``keep`` is ``true`` or ``false``)."""
+        sdp = signal.get("sdp")
+        ident = sdp_identity(sdp if isinstance(sdp, str) else "")
+        fields = [signal.get(k) for k in AUTH_FIELDS]
+        data = [
+            LABEL,
+            self.room,
+            sender,
+            receiver,
+            str(signal.get("type", "")),
+            ident["fingerprints"],
+            ident["ice_ufrag"],
+            ident["ice_pwd"],
+            [f if isinstance(f, str) else "" for f in fields],
+            signal.get("keep") is True,
+        ]
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def authenticate(self, sender: str, receiver: str, description: dict[str, Any]) -> str:
+        """``auth`` for a description ``sender`` sends to ``receiver``."""
+        mac = hmac.new(self.auth_key, self._message(sender, receiver, description), hashlib.sha256)
+        return mac.hexdigest()
+
+    def check(self, sender: str, receiver: str, description: dict[str, Any]) -> None:
+        """Raise :class:`RoomSecretError` unless ``auth`` is right (constant time)."""
+        given = description.get("auth")
+        if not isinstance(given, str) or not given:
+            raise RoomSecretError(
+                f"the {description.get('type')} from {sender} has no room authenticator: "
+                "it does not know the room secret (or a server removed it)"
+            )
+        want = self.authenticate(sender, receiver, description)
+        if len(given) != len(want) or not hmac.compare_digest(given, want):
+            raise RoomSecretError(
+                f"the {description.get('type')} from {sender} has a wrong room authenticator: "
+                "another secret, or altered on the way (someone in the middle)"
+            )

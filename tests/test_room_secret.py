@@ -1,0 +1,197 @@
+"""Rooms with a secret: every offer, answer and relay request carries an
+authenticator only members can make, so a signaling server in the middle is
+refused (and reads nothing), and a peer without the secret never connects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from p2p_nb.app import P2PApp
+from p2p_nb.errors import RoomSecretError
+from p2p_nb.roomkey import RoomKey
+
+from .conftest import RunningServer, start_server
+from .test_mesh import wait_mesh
+from .test_safety_code import ManInTheMiddle, settled
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "correct horse battery staple"
+
+
+@asynccontextmanager
+async def members(
+    server: RunningServer, *people: tuple[str, str | None]
+) -> AsyncIterator[list[P2PApp]]:
+    """One app per (name, secret), joined to ``team`` (disconnected after)."""
+    apps: list[P2PApp] = []
+    try:
+        for name, secret in people:
+            app = await P2PApp.connect(server.url, server.token, thread=False)
+            apps.append(app)
+            await app.join_room("team", name=name, secret=secret)
+        yield apps
+    finally:
+        for app in apps:
+            await app.disconnect()
+
+
+class SignalLog:
+    """Every signal the server hands on, kept (the operator's view)."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.namespace = server.service.sio.namespace_handlers["/"]
+        self.emit = self.namespace.emit
+        self.namespace.emit = self.intercept
+        self.signals: list[dict[str, Any]] = []
+
+    async def intercept(self, event: str, data: Any = None, **kw: Any) -> None:
+        if event == "signal":
+            self.signals.append(dict(data))
+        await self.emit(event, data, **kw)
+
+    def close(self) -> None:
+        self.namespace.emit = self.emit
+
+
+async def lost_with_reason(app: P2PApp, timeout: float = 20) -> dict[str, Any]:
+    stream = app.events("peer_state")
+    try:
+        return (
+            await stream.wait_for("peer_state", lambda e: e.data["new"] == "lost", timeout=timeout)
+        ).data
+    finally:
+        stream.close()
+
+
+async def test_members_with_the_secret_connect_and_every_description_is_authenticated(
+    signal_server: RunningServer,
+) -> None:
+    log = SignalLog(signal_server)
+    try:
+        async with members(signal_server, ("ana", SECRET), ("ben", SECRET), ("cy", SECRET)) as apps:
+            await wait_mesh(apps)
+            inbox = apps[1].events("message")
+            await apps[0].send_message("hello, members")
+            assert (await inbox.get(timeout=10)).data.text == "hello, members"
+        descriptions = [s for s in log.signals if s["type"] in ("offer", "answer")]
+        assert len(descriptions) >= 6
+        assert all(len(s.get("auth", "")) == 64 for s in descriptions)
+        assert not any(SECRET in repr(s) for s in log.signals)  # the secret never travels
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("intruder_secret", [None, "another secret entirely"])
+async def test_a_peer_without_the_secret_is_refused_and_the_rest_goes_on(
+    signal_server: RunningServer, intruder_secret: str | None
+) -> None:
+    async with members(signal_server, ("ana", SECRET), ("ben", SECRET)) as apps:
+        ana, ben = apps
+        await wait_mesh(apps)
+        errors = ana.events("error")
+        lost = asyncio.ensure_future(lost_with_reason(ana))
+        async with members(signal_server, ("mallory", intruder_secret)) as (mallory,):
+            change = await lost
+            error = await errors.wait_for(
+                "error", lambda e: isinstance(e.data, RoomSecretError), timeout=20
+            )
+            assert error.peer_id == mallory.peer_id
+            assert "authenticator" in change["reason"]
+            assert ana.connection_status(mallory.peer_id or "").state == "lost"
+            assert mallory.connected_peers() == []
+            # the members' own link is untouched
+            inbox = ben.events("message")
+            await ana.send_message("still just us")
+            assert (await inbox.get(timeout=10)).data.text == "still just us"
+            assert ana.connected_peers() == [ben.peer_id]
+
+
+async def test_a_signaling_server_in_the_middle_is_refused_and_reads_nothing() -> None:
+    """The attacker of test_safety_code, now against a room with a secret: both
+    users refuse its descriptions, no channel opens, nothing reaches it."""
+    server = await start_server()
+    mitm = ManInTheMiddle(server)
+    try:
+        async with members(server, ("ana", SECRET), ("ben", SECRET)) as apps:
+            refused = [asyncio.ensure_future(lost_with_reason(app)) for app in apps]
+            for change in await asyncio.gather(*refused):
+                assert "authenticator" in change["reason"]
+            for app in apps:
+                assert app.connected_peers() == []
+            assert mitm.read == []
+            assert all(ch.readyState != "open" for ch in mitm.ends.values())
+    finally:
+        await mitm.close()
+        await server.stop()
+
+
+async def test_without_a_secret_the_same_attack_still_shows_as_two_codes() -> None:
+    server = await start_server()
+    mitm = ManInTheMiddle(server)
+    try:
+        async with members(server, ("ana", None), ("ben", None)) as apps:
+            await wait_mesh(apps)
+            a, b = apps
+            assert await settled(a, b) != await settled(b, a)
+    finally:
+        await mitm.close()
+        await server.stop()
+
+
+@pytest.mark.parametrize("secret", ["", "short", "x" * 1025])
+async def test_an_unusable_secret_is_refused_before_joining(
+    signal_server: RunningServer, secret: str
+) -> None:
+    app = await P2PApp.connect(signal_server.url, signal_server.token, thread=False)
+    try:
+        with pytest.raises(RoomSecretError, match="8 to 1024"):
+            await app.join_room("team", name="ana", secret=secret)
+        assert app.room is None
+    finally:
+        await app.disconnect()
+
+
+def test_a_garbage_or_altered_authenticator_is_refused() -> None:
+    key = RoomKey.derive("team", SECRET)
+    offer = {"type": "offer", "sdp": "v=0\r\na=fingerprint:sha-256 AA:BB\r\n"}
+    good = {**offer, "auth": key.authenticate("a", "b", offer)}
+    key.check("a", "b", good)
+    for bad in (
+        {**offer, "auth": "zz"},
+        {**offer, "auth": 12},
+        offer,
+        {**good, "sdp": good["sdp"].replace("AA", "CC")},  # another certificate
+        {**good, "commit": "1" * 64},
+    ):
+        with pytest.raises(RoomSecretError):
+            key.check("a", "b", bad)
+    with pytest.raises(RoomSecretError):
+        key.check("b", "a", good)  # the other direction
+    assert SECRET not in repr(key)
+
+
+def test_the_authenticator_follows_the_published_vector() -> None:
+    """docs/protocol.md ("Room secret") gives these values."""
+    key = RoomKey.derive("team", SECRET)
+    assert key.auth_key.hex() == VECTOR["auth_key"]
+    assert key.relay_salt.hex() == VECTOR["relay_salt"]
+    offer = {
+        "type": "offer",
+        "sdp": "v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:sha-256 AA:BB\r\n",
+        "attempt": "00" * 8,
+        "commit": "11" * 32,
+    }
+    assert key.authenticate("aaaa", "bbbb", offer) == VECTOR["auth"]
+
+
+VECTOR: dict[str, str] = {
+    "auth_key": "871f64707dd29384896bc25876c6071e4510b549cac8dae448872332416a40cc",
+    "relay_salt": "f44b766b1900bc060bc9915c8711fc53f34d9a9f2ce76459e38f66533726437d",
+    "auth": "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda",
+}
