@@ -13,6 +13,7 @@ notebook code can catch one type::
     ├── PeerUnavailable       no open link to the peer asked for
     ├── TurnError             the TURN server gave us no relay address
     ├── RoomSecretError       a peer's signal lacks the room secret's authenticator
+    ├── InviteError           an invite link is malformed
     └── P2PTimeoutError       something we waited for did not happen in time
                               (also a builtin ``TimeoutError``)
 """
@@ -79,6 +80,12 @@ class RoomSecretError(P2PError):
     offer, answer or relay request in a room with a secret has no valid
     authenticator: that peer does not know the secret, or someone in between
     (the signaling server) altered it. The link is never opened."""
+
+
+class InviteError(P2PError):
+    """Raised for an invite link that is not one (wrong shape, no room, no
+    token). A well-formed invite the server refuses (expired, revoked, another
+    room, altered) is an :class:`AuthError` with the server's reason."""
 
 
 class P2PTimeoutError(P2PError, TimeoutError):

@@ -1,0 +1,77 @@
+"""Invite links: what a room member sends a colleague so they can join.
+
+``http(s)://<signaling host>/<base>p2p/join?room=<room>&invite=<token>#<room secret>``
+
+The query names the room and carries the invite token, which the signaling
+server checks (it grants joining that one room, until it expires or is
+revoked, and nothing else). The fragment is the room secret: a browser never
+sends a fragment to a server, and this module hands it to the caller only,
+never into a URL the client contacts. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from .errors import InviteError
+
+JOIN_PATH = "p2p/join"
+INVITE_PREFIX = "inv1."
+SECRET_BYTES = 32
+
+
+def new_room_secret() -> str:
+    """A fresh room secret for an invite: 32 random bytes, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A parsed invite link."""
+
+    server_url: str
+    """The signaling service's base URL (what ``P2PApp.connect(url=...)`` takes)."""
+    room: str
+    token: str
+    secret: str | None
+
+    def __repr__(self) -> str:  # the token and the secret stay out of logs
+        return f"Invite(server_url={self.server_url!r}, room={self.room!r})"
+
+    @property
+    def url(self) -> str:
+        return format_invite(self.server_url, self.room, self.token, self.secret)
+
+
+def format_invite(server_url: str, room: str, token: str, secret: str | None) -> str:
+    """The invite link for a server's base URL (``http://host:8888/base/``)."""
+    parts = urlsplit(server_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InviteError(f"an invite needs an http(s) server URL, not {server_url!r}")
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    query = urlencode({"room": room, "invite": token})
+    fragment = quote(secret, safe="") if secret else ""
+    return urlunsplit((parts.scheme, parts.netloc, path + JOIN_PATH, query, fragment))
+
+
+def parse_invite(link: str) -> Invite:
+    """Check an invite link's shape and split it; :class:`InviteError` says what is wrong."""
+    if not isinstance(link, str) or len(link) > 8192:
+        raise InviteError("an invite is a link of at most 8192 characters")
+    parts = urlsplit(link.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InviteError("an invite link starts with http:// or https:// and a host")
+    if not parts.path.rstrip("/").endswith(JOIN_PATH):
+        raise InviteError(f"an invite link's path ends with /{JOIN_PATH}")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    rooms, tokens = query.get("room", []), query.get("invite", [])
+    if len(rooms) != 1 or not rooms[0]:
+        raise InviteError("an invite link names exactly one room (?room=...)")
+    if len(tokens) != 1 or not tokens[0].startswith(INVITE_PREFIX):
+        raise InviteError(f"an invite link carries one invite token (&invite={INVITE_PREFIX}...)")
+    base_path = parts.path.rstrip("/")[: -len(JOIN_PATH)]
+    server_url = urlunsplit((parts.scheme, parts.netloc, base_path or "/", "", ""))
+    secret = unquote(parts.fragment) if parts.fragment else None
+    return Invite(server_url=server_url, room=rooms[0], token=tokens[0], secret=secret)
