@@ -30,7 +30,7 @@ from p2p_nb import __version__
 from p2p_nb.discovery import discover_server
 from p2p_nb.jupyter_ext.app import P2PExtensionApp, reachable_url
 from p2p_nb.jupyter_ext.handlers import jupyter_user
-from p2p_nb.server.core import AuthRefused
+from p2p_nb.server.auth import AuthRefused, Identity
 from p2p_nb.server.limits import ServerLimits
 
 from .jupyter_server import JupyterServer, isolated_env, run_jupyter_server
@@ -241,7 +241,7 @@ async def test_socket_hook_requires_jupyter_user() -> None:
     with pytest.raises(AuthRefused):
         await jupyter_user({"tornado.handler": SimpleNamespace(current_user=None)}, None)
     handler = SimpleNamespace(current_user=User(username="ana"))
-    assert await jupyter_user({"tornado.handler": handler}, None) == "ana"
+    assert await jupyter_user({"tornado.handler": handler}, None) == Identity("jupyter", "ana")
 
 
 def test_extension_list_shows_enabled_ok(tmp_path: Path) -> None:
