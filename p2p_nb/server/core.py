@@ -220,7 +220,7 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return await self._resume(sid, peer, room, name, caps, data["resume"])
         peer_id = secrets.token_hex(8)
         self._check_room_capacity(peer, room)
-        self._check_name_free(room, name, peer_id)
+        await self._check_name_free(room, name, peer_id, peer.identity)
         return await self._enter(sid, peer, room, peer_id, name, caps)
 
     def _check_room_capacity(self, peer: PeerRecord, room: str) -> None:
@@ -244,17 +244,29 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 "room_full", f"room {room!r} already has {limits.max_peers_per_room} peers"
             )
 
-    def _check_name_free(self, room: str, name: str, peer_id: str) -> None:
+    async def _check_name_free(
+        self, room: str, name: str, peer_id: str, identity: Identity
+    ) -> None:
         """Refuse a name another member of ``room`` already shows (case and width folded).
 
-        Members that are away keep their name: they are still in the room.
+        Members that are away keep their name (they are still in the room),
+        except against the same identity: a kernel restarted within the grace
+        period takes its name back, and its old slot leaves at once.
         """
+        svc = self.service
         key = name_key(name or peer_id)
-        for other in self.service.rooms.get(room, {}):
-            if other != peer_id and name_key(self.service.member(room, other)["name"]) == key:
-                raise RequestRejected(
-                    "name_taken", f"another member of {room!r} already uses this name"
-                )
+        for other in list(svc.rooms.get(room, {})):
+            if other == peer_id or name_key(svc.member(room, other)["name"]) != key:
+                continue
+            slot = svc.away.get(other)
+            if slot is not None and slot.record.identity == identity:
+                announced = svc.expire(other)
+                if announced is not None:
+                    await announced
+                continue
+            raise RequestRejected(
+                "name_taken", f"another member of {room!r} already uses this name"
+            )
 
     def _capabilities(self, data: dict[str, Any]) -> dict[str, Any]:
         caps = data.get("capabilities", {})
@@ -358,7 +370,7 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise RequestRejected("invalid_resume", "resume refused: join without 'resume'")
         if slot is not None:
             # came back within the grace period: nobody saw it go
-            self._check_name_free(room, name, peer_id)
+            await self._check_name_free(room, name, peer_id, peer.identity)
             svc.away.pop(peer_id, None)
             if slot.expiry is not None:
                 slot.expiry.cancel()
@@ -369,12 +381,12 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {**reply, "resumed": True}
         if peer_id in members:
             # its dead connection was just hung up: take its place unseen
-            self._check_name_free(room, name, peer_id)
+            await self._check_name_free(room, name, peer_id, peer.identity)
             reply = await self._enter(sid, peer, room, peer_id, name, caps, announce=False)
             return {**reply, "resumed": True}
         # unknown here (the server restarted): a new slot under the old id
         self._check_room_capacity(peer, room)
-        self._check_name_free(room, name, peer_id)
+        await self._check_name_free(room, name, peer_id, peer.identity)
         return await self._enter(sid, peer, room, peer_id, name, caps, resumed=True)
 
     async def _still_alive(self, old_sid: str, peer_id: str) -> bool:
@@ -386,9 +398,19 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         its credentials tried to take its id.
         """
         timeout = self.service.limits.resume_probe_timeout
+        # emit + callback, not call(): python-socketio forbids call() without
+        # async handlers (a handler waiting on its own client's ack would hang;
+        # this one waits on another connection's).
+        answered = asyncio.get_running_loop().create_future()
+
+        def ack(*args: Any) -> None:
+            if not answered.done():
+                answered.set_result(True)
+
         try:
-            await self.service.sio.call("probe", {"peer_id": peer_id}, to=old_sid, timeout=timeout)
-        except (socketio.exceptions.TimeoutError, socketio.exceptions.SocketIOError):
+            await self.service.sio.emit("probe", {"peer_id": peer_id}, to=old_sid, callback=ack)
+            await asyncio.wait_for(answered, timeout)
+        except (TimeoutError, socketio.exceptions.SocketIOError):
             return False
         with contextlib.suppress(socketio.exceptions.SocketIOError):
             await self.emit(
@@ -584,25 +606,33 @@ class SignalingService:
         with contextlib.suppress(ValueError, KeyError):
             await self.sio.leave_room(sid, room)
         loop = asyncio.get_running_loop()
-        slot.expiry = loop.call_later(grace, self._expire, peer_id)
+        slot.expiry = loop.call_later(grace, self.expire, peer_id)
         log.info("%s away from %s; slot kept %gs", peer_id, room, grace)
 
-    def _expire(self, peer_id: str) -> None:
+    def expire(self, peer_id: str) -> asyncio.Future[Any] | None:
+        """An away slot's time is up (or its owner joined afresh): the room hears it left.
+
+        Returns the task announcing ``peer_left``, for a caller that must have
+        it sent before what it sends next.
+        """
         slot = self.away.pop(peer_id, None)
         if slot is None or slot.record.room is None:
-            return
+            return None
+        if slot.expiry is not None:
+            slot.expiry.cancel()
         room = slot.record.room
         members = self.rooms.get(room, {})
         if members.get(peer_id, "") is not None:
-            return  # someone resumed it meanwhile
+            return None  # someone resumed it meanwhile
         members.pop(peer_id, None)
         self._drop_room_if_empty(room)
-        task = asyncio.ensure_future(
+        task: asyncio.Future[Any] = asyncio.ensure_future(
             self.sio.emit("peer_left", {"peer_id": peer_id, "reason": "disconnected"}, room=room)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         log.info("%s left %s (did not come back)", peer_id, room)
+        return task
 
     def close(self) -> None:
         """Forget away slots (on shutdown)."""
