@@ -172,6 +172,20 @@ async def test_cookie_post_is_refused_not_crashed(jupyter_server: JupyterServer)
         assert response.status == 403
 
 
+METHODS = ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+
+@pytest.mark.parametrize("route", ["p2p/socket.io/?EIO=4&transport=polling", "p2p/health"])
+async def test_every_method_needs_a_jupyter_user(jupyter_server: JupyterServer, route: str) -> None:
+    """Authentication happens in prepare(), for whatever method arrives, not only GET."""
+    async with aiohttp.ClientSession() as session:
+        for method in METHODS:
+            async with session.request(
+                method, f"{jupyter_server.url}{route}", data=b"40", allow_redirects=False
+            ) as response:
+                assert response.status == 403, (method, response.status)
+
+
 async def test_polling_transport_is_not_served(jupyter_server: JupyterServer) -> None:
     url = f"{jupyter_server.url}p2p/socket.io/?EIO=4&transport=polling"
     async with (
@@ -226,6 +240,13 @@ async def test_authorizer_decides_both_routes(tmp_path: Path) -> None:
                 assert response.status == 200
             async with session.get(f"{server.url}p2p/health") as response:
                 assert response.status == 403
+            # a known user is still asked, whatever the method
+            for method in METHODS:
+                for route in ("p2p/socket.io/?EIO=4&transport=polling", "p2p/health"):
+                    async with session.request(
+                        method, f"{server.url}{route}", data=b"40"
+                    ) as response:
+                        assert response.status == 403, (method, route, response.status)
         with pytest.raises(socketio.exceptions.ConnectionError):
             async with sio_client(server, headers=headers):
                 pass
