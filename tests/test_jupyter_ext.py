@@ -413,6 +413,27 @@ def test_traits_configure_the_service() -> None:
     assert manager.kwargs == {"url": "redis://127.0.0.1:6379/0"}
 
 
+def test_resume_key_file_trait(tmp_path: Path) -> None:
+    """Random per start by default; a key file (0600) where ids must survive a restart."""
+    first, second = P2PExtensionApp(), P2PExtensionApp()
+    first.initialize_settings()
+    second.initialize_settings()
+    assert first.service is not None
+    assert second.service is not None
+    assert first.service.resume_key != second.service.resume_key
+    path = tmp_path / "p2p-resume.key"
+    keyed = [
+        P2PExtensionApp(config=Config({"P2PExtensionApp": {"resume_key_file": str(path)}}))
+        for _ in range(2)
+    ]
+    for app in keyed:
+        app.initialize_settings()
+    assert keyed[0].service is not None
+    assert keyed[1].service is not None
+    assert keyed[0].service.resume_key == keyed[1].service.resume_key
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 def test_default_manager_is_in_process() -> None:
     app = P2PExtensionApp()
     app.initialize_settings()
