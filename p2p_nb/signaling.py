@@ -220,6 +220,12 @@ class SignalingClient:
             else:
                 log.warning("ignoring malformed relay from server")
 
+        @sio.on("probe")  # type: ignore[untyped-decorator]
+        def _probe(data: Any) -> bool:
+            # The server asks before it lets another connection resume our id:
+            # answering keeps it ours (any ack would do; this one says so).
+            return True
+
         @sio.on("resume_attempt")  # type: ignore[untyped-decorator]
         def _resume_attempt(data: Any) -> None:
             # The server refused someone who presented our resume secret and

@@ -205,6 +205,27 @@ async def test_resume_never_takes_a_live_connection() -> None:
         await server.stop()
 
 
+async def test_our_client_keeps_its_id_and_warns(
+    signal_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="p2p_nb.signaling")
+    victim = signaling_client()
+    try:
+        await victim.connect(signal_server.url, TOKEN)
+        joined = await victim.join("r", "vic", {})
+        assert joined.resume_secret is not None
+        resume = {"peer_id": joined.peer_id, "secret": joined.resume_secret}
+        async with clients(signal_server.url) as connect:
+            thief = await connect()
+            reply = await thief.call("join", {"room": "r", "name": "vic", "resume": resume})
+        assert reply["error"]["code"] == "peer_in_use"
+        await until(lambda: "take over our peer id" in caplog.text)
+        assert joined.resume_secret not in caplog.text
+        assert victim.connected
+    finally:
+        await victim.close()
+
+
 async def test_resume_replaces_a_connection_that_does_not_answer() -> None:
     """The case resume exists for: the old socket is dead but not yet closed (no
     answer to the probe). The client that comes back takes its place unseen."""
