@@ -5,7 +5,9 @@ notebook code can catch one type::
 
     P2PError
     ├── SignalingError        the signaling service refused or lost us
-    │   └── AuthError         the token was missing or wrong
+    │   ├── AuthError         the token was missing or wrong
+    │   ├── NameRefused       our display name is malformed or already used in the room
+    │   └── ResumeRefused     the server would not give our old peer id back
     ├── ProtocolError         a peer or server sent something malformed
     │   ├── RelayAuthError    a relayed frame was forged, altered or replayed
     │   └── SafetyCodeError   a peer's safety-code nonce broke its commitment
@@ -39,6 +41,20 @@ class AuthError(SignalingError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="unauthorized")
+
+
+class NameRefused(SignalingError):
+    """Raised when the server refuses our display name: ``code`` is
+    ``"invalid_name"`` (control, format, bidi or zero-width characters, too
+    long) or ``"name_taken"`` (another member shows the same name, ignoring
+    case and width). Pick another name and join again."""
+
+
+class ResumeRefused(SignalingError):
+    """Raised when a rejoin under our old peer id is refused: ``code`` is
+    ``"invalid_resume"`` (the secret does not match this server's key or our
+    credentials; joining afresh gives a new id) or ``"peer_in_use"`` (a live
+    connection holds the id; the server never replaces it)."""
 
 
 class ProtocolError(P2PError):

@@ -22,10 +22,34 @@ import aiohttp
 import socketio
 
 from .backoff import Backoff
-from .errors import AuthError, P2PError, P2PTimeoutError, SignalingError
+from .errors import (
+    AuthError,
+    NameRefused,
+    P2PError,
+    P2PTimeoutError,
+    ResumeRefused,
+    SignalingError,
+)
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
+
+REFUSALS: dict[str, type[SignalingError]] = {
+    "invalid_name": NameRefused,
+    "name_taken": NameRefused,
+    "invalid_resume": ResumeRefused,
+    "peer_in_use": ResumeRefused,
+}
+"""Server error codes that get their own exception class (the rest: SignalingError)."""
+
+
+def _kind(value: Any) -> str:
+    """How an error text names a bad value: its type, never its content.
+
+    Replies from the server carry secrets (``resume_secret``, TURN credentials)
+    and text chosen by other peers; neither belongs in an exception message.
+    """
+    return type(value).__name__
 
 
 @dataclass(frozen=True)
@@ -41,7 +65,8 @@ class RemotePeer:
     @classmethod
     def from_wire(cls, data: Any) -> RemotePeer:
         if not isinstance(data, dict) or not isinstance(data.get("peer_id"), str):
-            raise SignalingError(f"malformed peer record from server: {data!r}", "bad_reply")
+            what = "no string 'peer_id'" if isinstance(data, dict) else f"a {_kind(data)}"
+            raise SignalingError(f"malformed peer record from server: {what}", "bad_reply")
         caps = data.get("capabilities")
         return cls(
             peer_id=data["peer_id"],
@@ -75,9 +100,11 @@ class ReconnectSettings(Backoff):
 def _ice_servers(value: Any) -> list[dict[str, Any]]:
     """The join reply's ``ice_servers``, checked (a bad one is the server's bug)."""
     if not isinstance(value, list):
-        raise SignalingError(f"malformed join reply: ice_servers {value!r}", "bad_reply")
+        raise SignalingError(
+            f"malformed join reply: 'ice_servers' is a {_kind(value)}, not a list", "bad_reply"
+        )
     servers = []
-    for item in value:
+    for index, item in enumerate(value):
         urls = item.get("urls") if isinstance(item, dict) else None
         if isinstance(urls, str):
             urls = [urls]
@@ -88,7 +115,11 @@ def _ice_servers(value: Any) -> list[dict[str, Any]]:
             and all(isinstance(item.get(k, ""), str) for k in ("username", "credential"))
         )
         if not ok:
-            raise SignalingError(f"malformed join reply: ice server {item!r}", "bad_reply")
+            raise SignalingError(
+                f"malformed join reply: ice server #{index} needs 'urls' (stun:/turn:/turns:) "
+                "and string 'username'/'credential'",
+                "bad_reply",
+            )
         servers.append({k: item[k] for k in ("urls", "username", "credential") if k in item})
     return servers
 
@@ -189,6 +220,21 @@ class SignalingClient:
             else:
                 log.warning("ignoring malformed relay from server")
 
+        @sio.on("probe")  # type: ignore[untyped-decorator]
+        def _probe(data: Any) -> bool:
+            # The server asks before it lets another connection resume our id:
+            # answering keeps it ours (any ack would do; this one says so).
+            return True
+
+        @sio.on("resume_attempt")  # type: ignore[untyped-decorator]
+        def _resume_attempt(data: Any) -> None:
+            # The server refused someone who presented our resume secret and
+            # our credentials while we were connected: say so, loudly.
+            log.warning(
+                "the signaling server refused another connection that tried to take "
+                "over our peer id (it held our resume secret)"
+            )
+
         @sio.on("error")  # type: ignore[untyped-decorator]
         def _error(data: Any) -> None:
             log.debug("signaling server reported: %r", data)
@@ -287,6 +333,11 @@ class SignalingClient:
     async def _diagnose(self, base: str, token: str | None, exc: Exception) -> SignalingError:
         """Ask the health endpoint why the connection failed."""
         refusal = self._refusal or ""
+        if refusal.startswith("too_many_connections"):
+            return SignalingError(
+                f"the signaling server at {base} refused the connection ({refusal})",
+                "too_many_connections",
+            )
         if refusal.startswith("unauthorized"):
             return AuthError(
                 f"the signaling server at {base} refused the connection ({refusal}); "
@@ -331,12 +382,15 @@ class SignalingClient:
                 "disconnected",
             ) from exc
         if not isinstance(reply, dict):
-            raise SignalingError(f"unexpected reply to {event!r}: {reply!r}", "bad_reply")
-        if not reply.get("ok"):
-            err = reply.get("error") or {}
             raise SignalingError(
-                f"{event} refused: {err.get('message', 'no reason given')}",
-                str(err.get("code", "refused")),
+                f"unexpected reply to {event!r}: a {_kind(reply)}, not an object", "bad_reply"
+            )
+        if not reply.get("ok"):
+            err = reply.get("error")
+            err = err if isinstance(err, dict) else {}
+            code = str(err.get("code", "refused"))
+            raise REFUSALS.get(code, SignalingError)(
+                f"{event} refused: {err.get('message', 'no reason given')}", code
             )
         return reply
 
@@ -360,7 +414,12 @@ class SignalingClient:
         reply = await self._call("join", payload, timeout)
         peers = reply.get("peers")
         if not isinstance(reply.get("peer_id"), str) or not isinstance(peers, list):
-            raise SignalingError(f"malformed join reply: {reply!r}", "bad_reply")
+            wrong = [
+                f"'{key}' is a {_kind(reply.get(key))}"
+                for key, kind in (("peer_id", str), ("peers", list))
+                if not isinstance(reply.get(key), kind)
+            ]
+            raise SignalingError(f"malformed join reply: {', '.join(wrong)}", "bad_reply")
         secret = reply.get("resume_secret")
         result = JoinResult(
             room=str(reply.get("room", room)),

@@ -30,7 +30,7 @@ from p2p_nb import __version__
 from p2p_nb.discovery import discover_server
 from p2p_nb.jupyter_ext.app import P2PExtensionApp, reachable_url
 from p2p_nb.jupyter_ext.handlers import jupyter_user
-from p2p_nb.server.core import AuthRefused
+from p2p_nb.server.auth import AuthRefused, Identity
 from p2p_nb.server.limits import ServerLimits
 
 from .jupyter_server import JupyterServer, isolated_env, run_jupyter_server
@@ -172,6 +172,20 @@ async def test_cookie_post_is_refused_not_crashed(jupyter_server: JupyterServer)
         assert response.status == 403
 
 
+METHODS = ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+
+@pytest.mark.parametrize("route", ["p2p/socket.io/?EIO=4&transport=polling", "p2p/health"])
+async def test_every_method_needs_a_jupyter_user(jupyter_server: JupyterServer, route: str) -> None:
+    """Authentication happens in prepare(), for whatever method arrives, not only GET."""
+    async with aiohttp.ClientSession() as session:
+        for method in METHODS:
+            async with session.request(
+                method, f"{jupyter_server.url}{route}", data=b"40", allow_redirects=False
+            ) as response:
+                assert response.status == 403, (method, response.status)
+
+
 async def test_polling_transport_is_not_served(jupyter_server: JupyterServer) -> None:
     url = f"{jupyter_server.url}p2p/socket.io/?EIO=4&transport=polling"
     async with (
@@ -226,6 +240,13 @@ async def test_authorizer_decides_both_routes(tmp_path: Path) -> None:
                 assert response.status == 200
             async with session.get(f"{server.url}p2p/health") as response:
                 assert response.status == 403
+            # a known user is still asked, whatever the method
+            for method in METHODS:
+                for route in ("p2p/socket.io/?EIO=4&transport=polling", "p2p/health"):
+                    async with session.request(
+                        method, f"{server.url}{route}", data=b"40"
+                    ) as response:
+                        assert response.status == 403, (method, route, response.status)
         with pytest.raises(socketio.exceptions.ConnectionError):
             async with sio_client(server, headers=headers):
                 pass
@@ -241,7 +262,7 @@ async def test_socket_hook_requires_jupyter_user() -> None:
     with pytest.raises(AuthRefused):
         await jupyter_user({"tornado.handler": SimpleNamespace(current_user=None)}, None)
     handler = SimpleNamespace(current_user=User(username="ana"))
-    assert await jupyter_user({"tornado.handler": handler}, None) == "ana"
+    assert await jupyter_user({"tornado.handler": handler}, None) == Identity("jupyter", "ana")
 
 
 def test_extension_list_shows_enabled_ok(tmp_path: Path) -> None:
@@ -390,6 +411,27 @@ def test_traits_configure_the_service() -> None:
     manager = app.service.sio.manager
     assert isinstance(manager, ConfiguredManager)
     assert manager.kwargs == {"url": "redis://127.0.0.1:6379/0"}
+
+
+def test_resume_key_file_trait(tmp_path: Path) -> None:
+    """Random per start by default; a key file (0600) where ids must survive a restart."""
+    first, second = P2PExtensionApp(), P2PExtensionApp()
+    first.initialize_settings()
+    second.initialize_settings()
+    assert first.service is not None
+    assert second.service is not None
+    assert first.service.resume_key != second.service.resume_key
+    path = tmp_path / "p2p-resume.key"
+    keyed = [
+        P2PExtensionApp(config=Config({"P2PExtensionApp": {"resume_key_file": str(path)}}))
+        for _ in range(2)
+    ]
+    for app in keyed:
+        app.initialize_settings()
+    assert keyed[0].service is not None
+    assert keyed[1].service is not None
+    assert keyed[0].service.resume_key == keyed[1].service.resume_key
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_default_manager_is_in_process() -> None:

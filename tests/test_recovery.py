@@ -145,8 +145,10 @@ async def test_messages_queued_for_a_peer_that_leaves_are_reported_undelivered(
     assert all(isinstance(m, protocol.ChatMessage) for m in ev.data["unconfirmed"])
 
 
-async def test_signaling_server_restart_is_survived() -> None:
-    server = await spawn_signal_server("--resume-grace", "5")
+async def test_signaling_server_restart_is_survived(tmp_path: Path) -> None:
+    # ids survive a restart only where the operator keeps the resume key
+    keep = ("--resume-key-file", str(tmp_path / "resume.key"))
+    server = await spawn_signal_server("--resume-grace", "5", *keep)
     port = server.url.rstrip("/").rsplit(":", 1)[1]
     apps: list[P2PApp] = []
     restarted: ServerProcess | None = None
@@ -170,7 +172,7 @@ async def test_signaling_server_restart_is_survived() -> None:
         for inbox in inboxes[1:]:
             assert (await inbox.get(timeout=10)).data.text == "during the outage"
 
-        restarted = await spawn_signal_server("--port", port, "--resume-grace", "5")
+        restarted = await spawn_signal_server("--port", port, "--resume-grace", "5", *keep)
         assert restarted.url == server.url
         for stream in restored:
             ev = await stream.wait_for("signaling_restored", timeout=30)

@@ -84,7 +84,7 @@ async def test_join_reply_and_presence(raw: Raw) -> None:
         ({"room": "../etc"}, "invalid_room"),
         ({"room": "a" * 65}, "too_large"),
         ({"room": "ok", "name": ["x"]}, "invalid"),
-        ({"room": "ok", "name": "bad\x00name"}, "invalid"),
+        ({"room": "ok", "name": "bad\x00name"}, "invalid_name"),
         ({"room": "ok", "capabilities": "x"}, "invalid"),
         ({"room": "ok", "capabilities": {"blob": "x" * 5000}}, "too_large"),
     ],

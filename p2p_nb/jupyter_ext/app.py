@@ -15,6 +15,7 @@ from jupyter_server.utils import url_path_join
 from traitlets import Dict, Int, List, Type, Unicode
 
 from ..server.core import SignalingService
+from ..server.keyfile import load_or_create_resume_key
 from ..server.limits import ServerLimits
 from ..turn import TurnServer
 from .handlers import HealthHandler, cancel_pings, jupyter_user, socket_handler_class
@@ -78,6 +79,13 @@ class P2PExtensionApp(ExtensionApp):
 
     turn_ttl = Int(TurnServer.ttl, help="Seconds the TURN credentials stay valid.").tag(config=True)
 
+    resume_key_file = Unicode(
+        "",
+        help="File holding the key that signs resume secrets (created with mode 0600 "
+        "if missing), so peers keep their ids across a restart of this server. "
+        "Empty (the default): a random key per start.",
+    ).tag(config=True)
+
     service: SignalingService | None = None
     _exported: dict[str, str] | None = None
 
@@ -92,6 +100,9 @@ class P2PExtensionApp(ExtensionApp):
             client_manager=manager,
             # [] switches engine.io's own origin check off: Jupyter's decides.
             cors_allowed_origins=[],
+            resume_key=load_or_create_resume_key(self.resume_key_file)
+            if self.resume_key_file
+            else None,
             turn=TurnServer(tuple(self.turn_urls), self.turn_secret, self.turn_ttl)
             if self.turn_urls
             else None,

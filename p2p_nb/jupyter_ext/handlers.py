@@ -18,23 +18,40 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 
-from ..server.core import AuthRefused, SignalingService
+from ..server.auth import Authority, Credentials, Identity
+from ..server.core import SignalingService
 
 AUTH_RESOURCE = "p2p"
 """The resource name a custom Jupyter ``Authorizer`` sees for every p2p route."""
 
+_AUTHORITY = Authority(trust_host_user=True)
 
-async def jupyter_user(environ: dict[str, Any], auth: Any) -> str:
-    """Refuse a Socket.IO connect unless Jupyter authenticated the handshake.
 
-    The handler already returned 403 to strangers; this catches any route to
-    the service that bypasses it (a misconfigured or future handler).
+async def jupyter_user(environ: dict[str, Any], auth: Any) -> Identity:
+    """The Socket.IO connect's identity: the Jupyter user who opened the socket.
+
+    The handler already refused strangers in ``prepare``; this catches any
+    route to the service that bypasses it (a misconfigured or future handler).
     """
     handler = environ.get("tornado.handler")
     user = getattr(handler, "current_user", None)
-    if user is None:
-        raise AuthRefused("not logged in to this Jupyter server")
-    return str(getattr(user, "username", user))
+    name = None if user is None else str(getattr(user, "username", user))
+    return _AUTHORITY.identify(Credentials(host_user=name))
+
+
+async def authorize(handler: JupyterHandler, action: str) -> None:
+    """Jupyter's identity provider and authorizer, for every HTTP method.
+
+    Run from ``prepare``: a check in ``get`` alone leaves POST, OPTIONS and
+    whatever the wrapped handler adds later reachable by anyone.
+    """
+    if handler.current_user is None:
+        raise web.HTTPError(403, "not logged in to this Jupyter server")
+    allowed = await ensure_async(
+        handler.authorizer.is_authorized(handler, handler.current_user, action, AUTH_RESOURCE)
+    )
+    if not allowed:
+        raise web.HTTPError(403, f"not authorized to {action} {AUTH_RESOURCE!r}")
 
 
 def socket_handler_class(service: SignalingService) -> type[JupyterHandler]:
@@ -66,14 +83,17 @@ def socket_handler_class(service: SignalingService) -> type[JupyterHandler]:
                 return JupyterHandler.check_origin(self)
             return bool(WebSocketMixin.check_origin(self, origin))
 
+        async def prepare(self, *args: Any, **kwargs: Any) -> None:
+            """Authenticate (no login redirect) and authorize before any method runs."""
+            pending = super().prepare(*args, **kwargs)
+            if pending is not None:
+                await pending
+            if not self._finished:
+                await authorize(self, "execute")
+
         @ws_authenticated
         async def get(self, *args: Any, **kwargs: Any) -> None:
-            """Authorize before engine.io sees the request."""
-            allowed = await ensure_async(
-                self.authorizer.is_authorized(self, self.current_user, "execute", AUTH_RESOURCE)
-            )
-            if not allowed:
-                raise web.HTTPError(403, f"not authorized to execute on {AUTH_RESOURCE!r}")
+            """engine.io's handshake; ``prepare`` has already decided who gets here."""
             pending = super().get(*args, **kwargs)
             if pending is not None:
                 await pending
@@ -89,12 +109,14 @@ class HealthHandler(APIHandler):
     def initialize(self, service: SignalingService) -> None:
         self.service = service
 
+    async def prepare(self) -> None:  # type: ignore[override]
+        """Counts only, never room names or users, so "read" is enough, for any method."""
+        await super().prepare()
+        if not self._finished:
+            await authorize(self, "read")
+
     @web.authenticated
     async def get(self) -> None:
-        """Counts only, never room names or users, so "read" is enough."""
-        user = self.current_user
-        if not await ensure_async(self.authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)):
-            raise web.HTTPError(403, f"not authorized to read {AUTH_RESOURCE!r}")
         await self.finish(json.dumps(self.service.health()))
 
 

@@ -13,8 +13,9 @@ import sys
 from aiohttp import web
 
 from ..turn import TurnServer
+from .keyfile import KeyFileError
 from .limits import ServerLimits
-from .standalone import create_app
+from .standalone import create_app, make_runner
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume-key",
         default=None,
-        help="secret that signs resume tokens (default: $P2P_NB_RESUME_KEY, else derived "
-        "from the token); keep it across restarts so peers keep their ids",
+        help="secret that signs resume secrets (default: $P2P_NB_RESUME_KEY, else "
+        "--resume-key-file, else random per run); prefer the file: a command line is "
+        "visible to other users",
+    )
+    p.add_argument(
+        "--resume-key-file",
+        default=None,
+        metavar="PATH",
+        help="keep the resume key in this file (created with mode 0600 if missing) so "
+        "peers keep their ids across restarts; without it a restart gives new ids",
     )
     p.add_argument(
         "--no-relay",
@@ -105,14 +114,18 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
         resume_grace=args.resume_grace,
         allow_relay=not args.no_relay,
     )
-    app, _ = create_app(
-        token,
-        limits=limits,
-        cors_allowed_origins=args.cors_origin,
-        resume_key=args.resume_key.encode() if args.resume_key else None,
-        turn=turn,
-    )
-    runner = web.AppRunner(app)
+    try:
+        app, _ = create_app(
+            token,
+            limits=limits,
+            cors_allowed_origins=args.cors_origin,
+            resume_key=args.resume_key.encode() if args.resume_key else None,
+            resume_key_file=args.resume_key_file,
+            turn=turn,
+        )
+    except KeyFileError as exc:
+        raise SystemExit(f"p2p-nb-signal: {exc}") from None
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
@@ -122,7 +135,12 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
     print(f"p2p-nb signaling server listening on {url}", flush=True)
     if token:
         print(f"    connect with: P2PApp.connect(url={url!r}, token={token!r})", flush=True)
-        print(f"    or: {url}?token={token}", flush=True)
+        # Not a ?token= URL: query strings end up in proxies' and browsers' logs.
+        print(
+            f'    other clients: header "Authorization: token {token}" '
+            '(or the Socket.IO auth payload {"token": ...})',
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

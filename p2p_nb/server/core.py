@@ -17,6 +17,7 @@ import logging
 import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,9 @@ import socketio
 
 from .._version import __version__
 from ..turn import TurnServer
+from .auth import AuthRefused, Identity
 from .limits import ROOM_NAME_RE, ServerLimits
+from .names import NameProblem, clean_name, name_key
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,12 @@ RELAY_FIELDS = {"via": 64, "session": 64, "key": 64, "auth": 64}
 """String fields of ``relay`` (``relay-accept`` has no ``via``): opaque to the server."""
 PEER_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
-Authenticate = Callable[[dict[str, Any], Any], Awaitable[str]]
-"""Auth hook: given the WSGI-style environ and the Socket.IO ``auth`` payload,
-return the user's identity or raise :class:`AuthRefused`."""
+Authenticate = Callable[[dict[str, Any], Any], Awaitable[Identity]]
+"""Auth hook of an adapter: given the WSGI-style environ and the Socket.IO
+``auth`` payload, extract the credentials, ask an :class:`~.auth.Authority` and
+return the :class:`~.auth.Identity`, or raise :class:`AuthRefused`."""
 
-
-class AuthRefused(Exception):
-    """Raised by an auth hook to refuse a connection."""
+__all__ = ["AuthRefused", "Authenticate", "Identity", "RequestRejected", "SignalingService"]
 
 
 class RequestRejected(Exception):
@@ -61,7 +63,7 @@ class RequestRejected(Exception):
 @dataclass
 class PeerRecord:
     sid: str
-    user: str
+    identity: Identity
     remote_ip: str
     peer_id: str | None = None
     room: str | None = None
@@ -158,28 +160,41 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         peer.tokens -= 1.0
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        svc = self.service
         try:
-            user = await self.service.authenticate(environ, auth)
+            identity = await svc.authenticate(environ, auth)
         except AuthRefused as exc:
             log.info("refused connection %s: %s", sid, exc)
             raise socketio.exceptions.ConnectionRefusedError(f"unauthorized: {exc}") from exc
+        cap = svc.limits.max_connections_per_identity
+        if svc.connections[identity.key] >= cap:
+            log.info("refused connection %s: %s has %d connections", sid, identity, cap)
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"too_many_connections: these credentials already hold {cap} connections"
+            )
         handler = environ.get("tornado.handler")
         remote_ip = (
             handler.request.remote_ip
             if handler is not None
             else str(environ.get("REMOTE_ADDR", ""))
         )
-        self.service.peers[sid] = PeerRecord(
+        svc.peers[sid] = PeerRecord(
             sid=sid,
-            user=user,
+            identity=identity,
             remote_ip=remote_ip,
-            tokens=float(self.service.limits.rate_burst),
+            tokens=float(svc.limits.rate_burst),
         )
+        svc.connections[identity.key] += 1
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         # The peer may come back (same id, ``resume``) within the grace period.
-        await self.service.step_away(sid)
-        self.service.peers.pop(sid, None)
+        svc = self.service
+        await svc.step_away(sid)
+        peer = svc.peers.pop(sid, None)
+        if peer is not None:
+            svc.connections[peer.identity.key] -= 1
+            if svc.connections[peer.identity.key] <= 0:
+                del svc.connections[peer.identity.key]
 
     async def on_join(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         svc = self.service
@@ -194,13 +209,15 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 "room names are 1-64 letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit",
             )
+        if not peer.identity.may_enter(room):
+            raise RequestRejected("forbidden_room", f"these credentials do not admit to {room!r}")
         name = data.get("name", "")
-        if not isinstance(name, str) or len(name) > limits.max_name_length:
-            raise RequestRejected(
-                "invalid", f"'name' must be a string of at most {limits.max_name_length} characters"
-            )
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise RequestRejected("invalid", "'name' must not contain control characters")
+        if not isinstance(name, str):
+            raise RequestRejected("invalid", "'name' must be a string")
+        try:
+            name = clean_name(name, limits.max_name_length)
+        except NameProblem as exc:
+            raise RequestRejected(exc.code, exc.message) from None
         caps = self._capabilities(data)
         resumable = data.get("resumable", False)
         if not isinstance(resumable, bool):
@@ -208,14 +225,55 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         peer.resumable = resumable or data.get("resume") is not None
         if data.get("resume") is not None:
             return await self._resume(sid, peer, room, name, caps, data["resume"])
+        peer_id = secrets.token_hex(8)
+        self._check_room_capacity(peer, room)
+        await self._check_name_free(room, name, peer_id, peer.identity)
+        return await self._enter(sid, peer, room, peer_id, name, caps)
+
+    def _check_room_capacity(self, peer: PeerRecord, room: str) -> None:
+        """Refuse a newcomer to a full room, or a new room past the server's or identity's cap."""
+        svc = self.service
+        limits = svc.limits
         members = svc.rooms.get(room)
-        if members is None and len(svc.rooms) >= limits.max_rooms:
-            raise RequestRejected("server_full", f"the server already has {limits.max_rooms} rooms")
-        if members is not None and len(members) >= limits.max_peers_per_room:
+        if members is None:
+            if len(svc.rooms) >= limits.max_rooms:
+                raise RequestRejected(
+                    "server_full", f"the server already has {limits.max_rooms} rooms"
+                )
+            if svc.rooms_created[peer.identity.key] >= limits.max_rooms_per_identity:
+                raise RequestRejected(
+                    "too_many_rooms",
+                    f"these credentials already created {limits.max_rooms_per_identity} rooms "
+                    "that still exist",
+                )
+        elif len(members) >= limits.max_peers_per_room:
             raise RequestRejected(
                 "room_full", f"room {room!r} already has {limits.max_peers_per_room} peers"
             )
-        return await self._enter(sid, peer, room, secrets.token_hex(8), name, caps)
+
+    async def _check_name_free(
+        self, room: str, name: str, peer_id: str, identity: Identity
+    ) -> None:
+        """Refuse a name another member of ``room`` already shows (case and width folded).
+
+        Members that are away keep their name (they are still in the room),
+        except against the same identity: a kernel restarted within the grace
+        period takes its name back, and its old slot leaves at once.
+        """
+        svc = self.service
+        key = name_key(name or peer_id)
+        for other in list(svc.rooms.get(room, {})):
+            if other == peer_id or name_key(svc.member(room, other)["name"]) != key:
+                continue
+            slot = svc.away.get(other)
+            if slot is not None and slot.record.identity == identity:
+                announced = svc.expire(other)
+                if announced is not None:
+                    await announced
+                continue
+            raise RequestRejected(
+                "name_taken", f"another member of {room!r} already uses this name"
+            )
 
     def _capabilities(self, data: dict[str, Any]) -> dict[str, Any]:
         caps = data.get("capabilities", {})
@@ -243,6 +301,9 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         peer.room = room
         peer.name = name or peer_id
         peer.capabilities = caps
+        if room not in svc.rooms:
+            svc.room_creator[room] = peer.identity.key
+            svc.rooms_created[peer.identity.key] += 1
         svc.rooms.setdefault(room, {})[peer_id] = sid
         await self.enter_room(sid, room)
         if announce:
@@ -258,7 +319,7 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "peer_id": peer_id,
             "name": peer.name,
             "peers": others,
-            "resume_secret": svc.resume_secret(room, peer_id),
+            "resume_secret": svc.resume_secret(room, peer_id, peer.identity),
             "resumed": resumed,
             "relay": svc.limits.allow_relay,
             "ice_servers": [svc.turn.credentials(peer_id)] if svc.turn is not None else [],
@@ -267,47 +328,103 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _resume(
         self, sid: str, peer: PeerRecord, room: str, name: str, caps: dict[str, Any], resume: Any
     ) -> dict[str, Any]:
-        """Rejoin under the same peer id, so the room sees no leave and no newcomer."""
+        """Rejoin under the same peer id, so the room sees no leave and no newcomer.
+
+        Three things must hold: the secret is the one this server gave for
+        (room, peer id, *this identity*), so another credential holder cannot
+        use a leaked or guessed one; the id is not held by a connection that is
+        still alive (it is asked, see :meth:`_still_alive`); and an away slot is
+        only taken back in the room it was kept in.
+        """
         svc = self.service
         if not isinstance(resume, dict):
             raise RequestRejected("invalid", "'resume' must be an object {peer_id, secret}")
         peer_id, secret = resume.get("peer_id"), resume.get("secret")
         if not isinstance(peer_id, str) or not PEER_ID_RE.match(peer_id):
             raise RequestRejected("invalid", "'resume.peer_id' must be 16 hex digits")
+        expected = svc.resume_secret(room, peer_id, peer.identity)
         if not isinstance(secret, str) or not hmac.compare_digest(
-            secret.encode(), svc.resume_secret(room, peer_id).encode()
+            secret.encode(), expected.encode()
         ):
             raise RequestRejected("invalid_resume", "resume refused: join without 'resume'")
+        old_sid = svc.live_sid(peer_id)
+        if old_sid is not None:
+            old = svc.peers[old_sid]
+            if old.identity != peer.identity:  # cannot pass the secret; kept as a second lock
+                raise RequestRejected("invalid_resume", "resume refused: join without 'resume'")
+            if await self._still_alive(old_sid, peer_id):
+                raise RequestRejected(
+                    "peer_in_use",
+                    f"peer {peer_id} is still connected; a resume never replaces a live "
+                    "connection (it was told of this attempt)",
+                )
+            # Silent for ``probe_timeout`` seconds: a connection that died without
+            # a close (the client already came back on a new one). Hang it up.
+            if svc.live_sid(peer_id) == old_sid:
+                if old.room == room:
+                    old.room = old.peer_id = None
+                    with contextlib.suppress(ValueError, KeyError):
+                        await self.leave_room(old_sid, room)
+                else:
+                    await svc.remove(old_sid, "disconnected")
+                await svc.sio.disconnect(old_sid)
+                log.info("%s: connection %s did not answer; replaced by %s", peer_id, old_sid, sid)
         members = svc.rooms.get(room, {})
-        slot = svc.away.pop(peer_id, None)
-        if slot is not None and slot.record.room == room:
+        slot = svc.away.get(peer_id)
+        if slot is not None and (slot.record.room != room or slot.record.identity != peer.identity):
+            # A slot is only taken back where it was kept; popping it here
+            # would leave a ghost member in its room for ever.
+            raise RequestRejected("invalid_resume", "resume refused: join without 'resume'")
+        if slot is not None:
             # came back within the grace period: nobody saw it go
+            await self._check_name_free(room, name, peer_id, peer.identity)
+            svc.away.pop(peer_id, None)
             if slot.expiry is not None:
                 slot.expiry.cancel()
-            old = slot.record
+            away = slot.record
             reply = await self._enter(sid, peer, room, peer_id, name, caps, announce=False)
-            if (old.name, old.capabilities) != (peer.name, peer.capabilities):
+            if (away.name, away.capabilities) != (peer.name, peer.capabilities):
                 await self.emit("peer_updated", peer.public(), room=room, skip_sid=sid)
             return {**reply, "resumed": True}
-        old_sid = members.get(peer_id)
-        if old_sid is not None and old_sid != sid and old_sid in svc.peers:
-            # the old connection is not closed yet: this one takes its place
-            old_record = svc.peers[old_sid]
-            old_record.room = old_record.peer_id = None
-            await self.leave_room(old_sid, room)
-            await svc.sio.disconnect(old_sid)
+        if peer_id in members:
+            # its dead connection was just hung up: take its place unseen
+            await self._check_name_free(room, name, peer_id, peer.identity)
             reply = await self._enter(sid, peer, room, peer_id, name, caps, announce=False)
             return {**reply, "resumed": True}
         # unknown here (the server restarted): a new slot under the old id
-        if not members and len(svc.rooms) >= svc.limits.max_rooms:
-            raise RequestRejected(
-                "server_full", f"the server already has {svc.limits.max_rooms} rooms"
-            )
-        if len(members) >= svc.limits.max_peers_per_room:
-            raise RequestRejected(
-                "room_full", f"room {room!r} already has {svc.limits.max_peers_per_room} peers"
-            )
+        self._check_room_capacity(peer, room)
+        await self._check_name_free(room, name, peer_id, peer.identity)
         return await self._enter(sid, peer, room, peer_id, name, caps, resumed=True)
+
+    async def _still_alive(self, old_sid: str, peer_id: str) -> bool:
+        """Ask the connection that holds ``peer_id`` whether it is there.
+
+        Any Socket.IO client acknowledges an event it has no handler for, so
+        every client answers ``probe`` without knowing about it. One that
+        answers also hears ``resume_attempt``: someone holding its secret and
+        its credentials tried to take its id.
+        """
+        timeout = self.service.limits.resume_probe_timeout
+        # emit + callback, not call(): python-socketio forbids call() without
+        # async handlers (a handler waiting on its own client's ack would hang;
+        # this one waits on another connection's).
+        answered = asyncio.get_running_loop().create_future()
+
+        def ack(*args: Any) -> None:
+            if not answered.done():
+                answered.set_result(True)
+
+        try:
+            await self.service.sio.emit("probe", {"peer_id": peer_id}, to=old_sid, callback=ack)
+            await asyncio.wait_for(answered, timeout)
+        except (TimeoutError, socketio.exceptions.SocketIOError):
+            return False
+        with contextlib.suppress(socketio.exceptions.SocketIOError):
+            await self.emit(
+                "resume_attempt", {"peer_id": peer_id, "outcome": "refused"}, to=old_sid
+            )
+        log.warning("refused a resume of %s: its connection %s is alive", peer_id, old_sid)
+        return True
 
     async def on_update(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         """New capabilities: stored for late joiners and sent to the room."""
@@ -427,10 +544,18 @@ class SignalingService:
         """Every joining peer gets credentials for it (``ice_servers`` in the reply)."""
         self.authenticate = authenticate
         self.resume_key = resume_key or secrets.token_bytes(32)
-        """Signs resume secrets; the same key after a restart lets peers keep their ids."""
+        """Signs resume secrets: random unless the operator keeps one (a key file)
+        so that peers keep their ids across a restart. Never derived from a token
+        clients hold: they could compute every peer's secret."""
         self.peers: dict[str, PeerRecord] = {}
         self.rooms: dict[str, dict[str, str | None]] = {}
         """room → {peer_id: sid}; the sid is None while the peer is away (grace period)."""
+        self.connections: Counter[str] = Counter()
+        """identity key → open connections (``max_connections_per_identity``)."""
+        self.room_creator: dict[str, str] = {}
+        """room → identity key of whoever created it."""
+        self.rooms_created: Counter[str] = Counter()
+        """identity key → rooms it created that still exist (``max_rooms_per_identity``)."""
         self.away: dict[str, AwaySlot] = {}
         self.sio = socketio.AsyncServer(
             async_mode=async_mode,
@@ -447,9 +572,26 @@ class SignalingService:
         self.sio.register_namespace(SignalingNamespace(self))
         self._pending: set[asyncio.Future[Any]] = set()
 
-    def resume_secret(self, room: str, peer_id: str) -> str:
-        msg = f"{room}\n{peer_id}".encode()
+    def resume_secret(self, room: str, peer_id: str, identity: Identity) -> str:
+        """The secret that lets ``identity`` (and no one else) take ``peer_id`` back in ``room``."""
+        msg = f"p2p-nb resume v2\n{room}\n{peer_id}\n{identity.key}".encode()
         return hmac.new(self.resume_key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def live_sid(self, peer_id: str) -> str | None:
+        """The open connection that holds ``peer_id`` in some room, if any."""
+        for sid, peer in self.peers.items():
+            if peer.peer_id == peer_id:
+                return sid
+        return None
+
+    def _drop_room_if_empty(self, room: str) -> None:
+        if self.rooms.get(room, None) == {}:
+            del self.rooms[room]
+            creator = self.room_creator.pop(room, None)
+            if creator is not None:
+                self.rooms_created[creator] -= 1
+                if self.rooms_created[creator] <= 0:
+                    del self.rooms_created[creator]
 
     def member(self, room: str, peer_id: str) -> dict[str, Any]:
         sid = self.rooms.get(room, {}).get(peer_id)
@@ -477,7 +619,7 @@ class SignalingService:
         self.rooms[room][peer_id] = None
         record = PeerRecord(
             sid="",
-            user=peer.user,
+            identity=peer.identity,
             remote_ip=peer.remote_ip,
             peer_id=peer_id,
             room=room,
@@ -490,26 +632,33 @@ class SignalingService:
         with contextlib.suppress(ValueError, KeyError):
             await self.sio.leave_room(sid, room)
         loop = asyncio.get_running_loop()
-        slot.expiry = loop.call_later(grace, self._expire, peer_id)
+        slot.expiry = loop.call_later(grace, self.expire, peer_id)
         log.info("%s away from %s; slot kept %gs", peer_id, room, grace)
 
-    def _expire(self, peer_id: str) -> None:
+    def expire(self, peer_id: str) -> asyncio.Future[Any] | None:
+        """An away slot's time is up (or its owner joined afresh): the room hears it left.
+
+        Returns the task announcing ``peer_left``, for a caller that must have
+        it sent before what it sends next.
+        """
         slot = self.away.pop(peer_id, None)
         if slot is None or slot.record.room is None:
-            return
+            return None
+        if slot.expiry is not None:
+            slot.expiry.cancel()
         room = slot.record.room
         members = self.rooms.get(room, {})
         if members.get(peer_id, "") is not None:
-            return  # someone resumed it meanwhile
+            return None  # someone resumed it meanwhile
         members.pop(peer_id, None)
-        if not members:
-            self.rooms.pop(room, None)
-        task = asyncio.ensure_future(
+        self._drop_room_if_empty(room)
+        task: asyncio.Future[Any] = asyncio.ensure_future(
             self.sio.emit("peer_left", {"peer_id": peer_id, "reason": "disconnected"}, room=room)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         log.info("%s left %s (did not come back)", peer_id, room)
+        return task
 
     def close(self) -> None:
         """Forget away slots (on shutdown)."""
@@ -526,8 +675,7 @@ class SignalingService:
         room, peer_id = peer.room, peer.peer_id
         members = self.rooms.get(room, {})
         members.pop(peer_id, None)
-        if not members:
-            self.rooms.pop(room, None)
+        self._drop_room_if_empty(room)
         peer.room = None
         peer.peer_id = None
         await self.sio.leave_room(sid, room)

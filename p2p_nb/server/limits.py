@@ -15,7 +15,7 @@ ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Limits enforced per connection and per room (see docs/protocol.md)."""
+    """Limits enforced per connection, per identity and per room (see docs/protocol.md)."""
 
     max_peers_per_room: int = 32
     """A full mesh of N peers needs N·(N-1)/2 links; beyond ~32 it stops being useful."""
@@ -40,3 +40,13 @@ class ServerLimits:
     max_relay_bytes: int = 64 * 1024 + 64
     """Largest relayed frame: the data channel's own message limit, plus the
     few bytes a sealed frame adds (counter, kind, tag)."""
+    max_connections_per_identity: int = 128
+    """Open connections one identity (one Jupyter user, one token) may hold; the
+    rate limit is per connection, so this also bounds what one party can send."""
+    max_rooms_per_identity: int = 64
+    """Rooms one identity may have created that still exist, so one credential
+    holder cannot fill ``max_rooms`` on its own."""
+    resume_probe_timeout: float = 3.0
+    """Seconds a live connection has to answer the server's ``probe`` when
+    another connection resumes its peer id; one that answers keeps its id (the
+    resume is refused), one that does not is taken for dead and replaced."""

@@ -7,54 +7,93 @@ only a base URL.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl, quote, urlencode
 
 import socketio
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from ..turn import TurnServer
-from .core import Authenticate, AuthRefused, SignalingService
+from .auth import Authority, Credentials, Identity
+from .core import Authenticate, SignalingService
+from .keyfile import load_or_create_resume_key
 from .limits import ServerLimits
 
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "p2p/socket.io"
 HEALTH_PATH = "/p2p/health"
+PLAIN_QUERY_KEYS = frozenset({"EIO", "transport", "t"})
+"""Query parameters logged as they are; every other value is replaced (tokens)."""
 
 
-def token_from_request(environ: dict[str, Any], auth: Any) -> str | None:
-    """The token a client presented: header, query string or Socket.IO auth payload."""
+def credentials_from_request(environ: dict[str, Any], auth: Any) -> Credentials:
+    """What a client presented: header, Socket.IO auth payload or (old clients) query."""
     header = str(environ.get("HTTP_AUTHORIZATION", ""))
     scheme, _, value = header.partition(" ")
     if scheme.lower() in ("token", "bearer") and value.strip():
-        return value.strip()
-    query = parse_qs(str(environ.get("QUERY_STRING", "")))
-    if query.get("token"):
-        return query["token"][0]
+        return Credentials(token=value.strip())
     if isinstance(auth, dict) and isinstance(auth.get("token"), str):
-        return str(auth["token"])
-    return None
+        return Credentials(token=str(auth["token"]))
+    for key, value in parse_qsl(str(environ.get("QUERY_STRING", ""))):
+        if key == "token":
+            return Credentials(token=value)
+    return Credentials()
+
+
+def token_from_request(environ: dict[str, Any], auth: Any) -> str | None:
+    """The token a client presented, if any (see :func:`credentials_from_request`)."""
+    return credentials_from_request(environ, auth).token
 
 
 def token_authenticator(token: str | None) -> Authenticate:
-    """An auth hook that accepts exactly ``token`` (or anyone, if it is None)."""
+    """The adapter's auth hook: accept exactly ``token`` (or anyone, if it is None)."""
+    authority = Authority(token=token, anonymous=token is None)
 
-    async def authenticate(environ: dict[str, Any], auth: Any) -> str:
-        if token is None:
-            return "anonymous"
-        given = token_from_request(environ, auth)
-        if given is None:
-            raise AuthRefused("no token given; pass token=... to the client")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise AuthRefused("wrong token")
-        return "token-user"
+    async def authenticate(environ: dict[str, Any], auth: Any) -> Identity:
+        return authority.identify(credentials_from_request(environ, auth))
 
     return authenticate
+
+
+def redact_query(query: str) -> str:
+    """``query`` with every value but engine.io's own replaced: tokens never reach a log."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode(
+        [(k, v if k in PLAIN_QUERY_KEYS else "REDACTED") for k, v in pairs],
+        safe="",
+        quote_via=quote,
+    )
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without secrets: the query string's values are redacted.
+
+    aiohttp's default logs the raw request line, ``?token=...`` included, and
+    hands it to handlers as an ``extra`` field too; this one never has it.
+    """
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        query = redact_query(request.query_string)
+        target = request.path + (f"?{query}" if query else "")
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %.3fs',
+            request.remote,
+            request.method,
+            target,
+            request.version.major,
+            request.version.minor,
+            response.status,
+            time,
+        )
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The ``AppRunner`` to serve :func:`create_app`'s application with (redacted access log)."""
+    return web.AppRunner(app, access_log_class=RedactingAccessLogger)
 
 
 def create_app(
@@ -64,20 +103,22 @@ def create_app(
     cors_allowed_origins: list[str] | None = None,
     client_manager: socketio.AsyncManager | None = None,
     resume_key: bytes | None = None,
+    resume_key_file: str | os.PathLike[str] | None = None,
     turn: TurnServer | None = None,
 ) -> tuple[web.Application, SignalingService]:
-    """Build the aiohttp application; run it with ``aiohttp.web.AppRunner``.
+    """Build the aiohttp application; run it with :func:`make_runner`.
 
     ``resume_key`` signs the secrets that let a peer rejoin under its old id.
-    It defaults to ``P2P_NB_RESUME_KEY``, else to a key derived from the token,
-    so a server restarted with the same token (or key) lets peers keep their
-    ids; without either, a restart gives everyone new ids. With ``turn``,
-    every peer that joins gets credentials for that TURN server.
+    It defaults to ``P2P_NB_RESUME_KEY``, else to the key in
+    ``resume_key_file`` (created, mode 0600, if missing), else to a random key:
+    then a restart gives everyone new ids. It is never derived from the token,
+    which every client holds. With ``turn``, every peer that joins gets
+    credentials for that TURN server.
     """
     if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
         resume_key = os.environ["P2P_NB_RESUME_KEY"].encode()
-    if resume_key is None and token is not None:
-        resume_key = hmac.new(token.encode(), b"p2p-nb resume key", hashlib.sha256).digest()
+    if resume_key is None and resume_key_file is not None:
+        resume_key = load_or_create_resume_key(resume_key_file)
     service = SignalingService(
         async_mode="aiohttp",
         authenticate=token_authenticator(token),
