@@ -8,6 +8,7 @@ notebook code can catch one type::
     │   └── AuthError         the token was missing or wrong
     ├── ProtocolError         a peer or server sent something malformed
     ├── TransferError         a file transfer failed
+    ├── PreviewRefused        a received table is too big or odd to preview safely
     ├── PeerUnavailable       no open link to the peer asked for
     ├── TurnError             the TURN server gave us no relay address
     └── P2PTimeoutError       something we waited for did not happen in time
@@ -46,6 +47,12 @@ class ProtocolError(P2PError):
 
 class TransferError(P2PError):
     """Raised when a file transfer is declined, cancelled, corrupted or cut."""
+
+
+class PreviewRefused(P2PError):
+    """Raised when the panel will not preview a received table: its metadata
+    promises more than the preview limits (columns, uncompressed bytes, footer
+    size), checked before anything is decoded, or it cannot be parsed."""
 
 
 class PeerUnavailable(P2PError):

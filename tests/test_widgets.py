@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import ipywidgets
 import pandas as pd
 import pytest
 
@@ -118,7 +122,9 @@ async def test_dataframe_preview_and_decline(room: tuple[ChatPanel, P2PApp]) -> 
     await offered
     panel.offers.children[0].children[1].click()
     await received
-    preview = panel.received.children[0].children[1].value
+    preview = await changed_to(
+        panel.received.children[0].children[1], lambda v: "preview…" not in v
+    )
     assert "Oslo" in preview
     assert "19.0" in preview
     pd.testing.assert_frame_equal(panel.app.received["weather"].dataframe(), df)
@@ -191,3 +197,144 @@ def test_chat_rendering_is_capped_and_escaped() -> None:
     assert "m299" not in out
     assert out.index("m499") < out.index("m498")  # column-reverse: newest first in the DOM
     assert "&lt;b&gt;" in view.chat_html([ChatMessage("<b>", 1, 0.0, sender="x")], me=None)
+
+
+# --- hostile text: everything another party sends is shown, never run ----------------
+
+HOSTILE = '<img src=x onerror="window.__xss=1">'
+
+
+class _Tags(HTMLParser):
+    """Every element and attribute name in an HTML string, as a browser would parse it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += [name for name, _ in attrs]
+
+
+def injected(markup: str) -> list[str]:
+    """Elements or event-handler attributes in ``markup`` that only ``HOSTILE`` could add."""
+    parsed = _Tags()
+    parsed.feed(markup)
+    return [t for t in parsed.tags if t in ("img", "script", "svg", "iframe")] + [
+        a for a in parsed.attrs if a.startswith("on")
+    ]
+
+
+VIEW_CALLS: dict[str, Callable[[], str]] = {
+    "title_html": lambda: view.title_html(HOSTILE, HOSTILE, HOSTILE),
+    "section_html": lambda: view.section_html(HOSTILE),
+    "peers_html": lambda: view.peers_html(
+        [view.PeerRow(HOSTILE, HOSTILE, HOSTILE, None, HOSTILE, (HOSTILE, HOSTILE), HOSTILE)]
+    ),
+    "chat_html": lambda: view.chat_html(
+        [ChatMessage(HOSTILE, 1, 0.0, to=HOSTILE, sender=HOSTILE, sender_name=HOSTILE)], me=None
+    ),
+    "status_html": lambda: view.status_html(HOSTILE, [HOSTILE, HOSTILE]),
+    "offer_text": lambda: view.offer_text(
+        HOSTILE,
+        HOSTILE,
+        HOSTILE,  # type: ignore[arg-type]  # a peer's offer: any JSON value
+        "dataframe",
+        {"shape": [HOSTILE, HOSTILE], "columns": [HOSTILE], "dtypes": [HOSTILE]},
+    ),
+    "progress_html": lambda: view.progress_html(HOSTILE, HOSTILE, HOSTILE, HOSTILE),
+    "sent_html": lambda: view.sent_html(HOSTILE),
+    "received_label_html": lambda: view.received_label_html(HOSTILE),
+    "failed_html": lambda: view.failed_html(HOSTILE, HOSTILE),
+    "received_html": lambda: view.received_html(HOSTILE, Path(HOSTILE), HOSTILE, HOSTILE),  # type: ignore[arg-type]
+    "preview_html": lambda: view.preview_html(
+        view.Preview((HOSTILE, HOSTILE), ((HOSTILE, HOSTILE),), (HOSTILE,))
+    ),
+    "preview_error_html": lambda: view.preview_error_html(ValueError(HOSTILE)),
+    "preview_pending_html": view.preview_pending_html,
+}
+
+
+def test_every_view_function_escapes_every_field() -> None:
+    rendering = {
+        name
+        for name, fn in vars(view).items()
+        if inspect.isfunction(fn)
+        and fn.__module__ == view.__name__
+        and (name.endswith("_html") or name == "offer_text")
+    }
+    assert rendering == set(VIEW_CALLS), "a view function has no hostile-input case here"
+    for name, call in VIEW_CALLS.items():
+        out = call()
+        assert injected(out) == [], (name, out)
+        if name != "preview_pending_html":
+            assert view.esc(HOSTILE) in out, name  # shown, literally
+    # the download link: a hostile file name under Jupyter's root stays inside its attribute
+    assert view.esc("x'y") == "x&#x27;y"
+
+
+def test_preview_cells_are_cut_for_display() -> None:
+    out = view.preview_html(view.Preview(("c" * 500,), (("v" * 10_000,),)))
+    assert "c" * view.MAX_CELL_CHARS not in out
+    assert "v" * (view.MAX_CELL_CHARS - 1) + "…" in out
+    assert "v" * view.MAX_CELL_CHARS not in out
+
+
+def html_values(widget: Any) -> list[str]:
+    """The markup of every ``HTML`` widget under ``widget`` (what the browser renders)."""
+    found = [widget.value] if isinstance(widget, ipywidgets.HTML) else []
+    for child in getattr(widget, "children", ()):
+        found += html_values(child)
+    return found
+
+
+async def test_hostile_peer_text_reaches_no_widget_as_markup(
+    room: tuple[ChatPanel, P2PApp], tmp_path: Path
+) -> None:
+    """File names, DataFrame names and columns, cancel reasons: all shown, none parsed."""
+    panel, partner = room
+    df = pd.DataFrame({HOSTILE: [HOSTILE, "x"]})
+    received = handled(panel.app, "file_received")
+    offered = handled(panel.app, "file_offer")
+    await partner.share_dataframe(df, name=HOSTILE)
+    await offered
+    panel.offers.children[0].children[1].click()  # Accept
+    await received
+    preview_widget = panel.received.children[0].children[1]
+    await changed_to(preview_widget, lambda v: "preview…" not in v)
+    src = tmp_path / "evil.csv"
+    src.write_text(f"a,b\n{HOSTILE},2\n")
+    offered = handled(panel.app, "file_offer")
+    failed = handled(panel.app, "transfer_failed")
+    share = await partner.share_file(src, name=f"{HOSTILE}.csv")
+    await offered
+    (t,) = share.transfers.values()
+    await t.cancel(reason=f"cancelled {HOSTILE}")
+    await failed
+    values = html_values(panel.widget)
+    for markup in values:
+        assert injected(markup) == [], markup
+    text = "".join(values)
+    assert f"received <b>{view.esc(HOSTILE)}</b>" in text
+    assert (
+        f"<b>{view.esc(HOSTILE)}.csv</b> failed: cancelled by ben: cancelled {view.esc(HOSTILE)}"
+        in text
+    )
+    assert f"<th>{view.esc(HOSTILE)}</th>" in preview_widget.value
+
+
+async def changed_to(widget: Any, predicate: Callable[[str], bool], timeout: float = 30) -> str:
+    """Until ``widget.value`` satisfies ``predicate`` (checked now and on every change)."""
+    got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def check(change: Any = None) -> None:
+        if not got.done() and predicate(widget.value):
+            got.set_result(widget.value)
+
+    widget.observe(check, names="value")
+    try:
+        check()
+        return await asyncio.wait_for(got, timeout)
+    finally:
+        widget.unobserve(check, names="value")
