@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -15,7 +17,8 @@ import pandas as pd
 import pytest
 
 from p2p_nb import ChatPanel
-from p2p_nb.app import P2PApp
+from p2p_nb.app import P2PApp, run_blocking
+from p2p_nb.errors import P2PError
 from p2p_nb.events import Event
 from p2p_nb.protocol import ChatMessage
 from p2p_nb.widgets import view
@@ -40,6 +43,22 @@ async def handled(
         return await asyncio.wait_for(got, timeout)
     finally:
         off()
+
+
+def upcoming(
+    app: P2PApp, name: str, predicate: Callable[[Event], bool] = lambda e: True
+) -> asyncio.Future[Event]:
+    """The next ``name`` event, subscribed at once (``handled`` subscribes only when
+    awaited), so events already on their way to this loop are not missed."""
+    got: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+
+    def handler(event: Event) -> None:
+        if not got.done() and predicate(event):
+            got.set_result(event)
+
+    off = app.on(name, handler)
+    got.add_done_callback(lambda _: off())
+    return got
 
 
 @pytest.fixture
@@ -338,3 +357,110 @@ async def changed_to(widget: Any, predicate: Callable[[str], bool], timeout: flo
         return await asyncio.wait_for(got, timeout)
     finally:
         widget.unobserve(check, names="value")
+
+
+# --- state the panel shows must follow the app ---------------------------------------
+
+
+async def test_own_message_sent_from_code_shows_in_the_chat(
+    room: tuple[ChatPanel, P2PApp],
+) -> None:
+    """A cell's ``await app.send_message(...)`` appears in the panel like a typed one."""
+    panel, partner = room
+    inbox = partner.events("message")
+    await panel.app.send_message("sent from a cell")
+    await inbox.get(timeout=10)
+    chat = await changed_to(panel.chat, lambda v: "sent from a cell" in v, timeout=10)
+    assert chat.count("p2p-mine") == 1
+
+
+async def test_no_peer_is_shown_connected_after_leaving(
+    room: tuple[ChatPanel, P2PApp],
+) -> None:
+    panel, _ = room
+    assert "connected" in panel.peers.value
+    panel.close()
+    assert "ben" not in panel.peers.value
+    assert "connected" not in panel.peers.value
+    assert "Not in a room." in panel.peers.value
+
+
+async def test_disconnect_from_code_clears_the_peer_table(
+    room: tuple[ChatPanel, P2PApp],
+) -> None:
+    panel, _ = room
+    gone = upcoming(panel.app, "disconnected")
+    await panel.app.disconnect()
+    await asyncio.wait_for(gone, 10)
+    assert "Not in a room." in panel.peers.value
+    assert "Left the room." in panel.status.value
+
+
+async def test_upload_temp_folders_are_removed(
+    room: tuple[ChatPanel, P2PApp], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the transfer ends, and at once when the share fails."""
+    panel, partner = room
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    got = partner.events("file_received")
+    item = {
+        "name": "small.bin",
+        "type": "",
+        "size": 5,
+        "content": memoryview(b"12345"),
+        "last_modified": datetime.now(UTC),
+    }
+    panel.upload.value = (item,)
+    (job,) = panel._uploads
+    assert (await got.get(timeout=10)).data.path.read_bytes() == b"12345"
+    await asyncio.wrap_future(job)
+    assert list(temp.iterdir()) == []
+    run_blocking(panel.app, panel.app.leave_room(), timeout=30)
+    panel.upload.value = (item,)
+    (job,) = panel._uploads
+    with pytest.raises(P2PError):
+        await asyncio.wrap_future(job)
+    assert list(temp.iterdir()) == []
+    await changed_to(panel.status, lambda v: "could not share small.bin" in v)
+
+
+async def test_file_received_after_the_app_left_is_still_shown(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    """The panel never reads the transfer manager (the network thread's): here the
+    app has left the room, and dropped it, before the kernel's loop handles the event."""
+    partner = await P2PApp.connect(
+        server_process.url, server_process.token, thread=True, download_dir=tmp_path / "p"
+    )
+    await partner.join_room("late-room", name="ben")
+    linked = partner.events("peer_connected")
+    panel = ChatPanel(
+        "late-room",
+        "ana",
+        url=server_process.url,
+        token=server_process.token,
+        download_dir=tmp_path / "panel",
+        auto_accept_max_bytes=1 << 20,
+    )
+    try:
+        await linked.get(timeout=30)
+        arrived = threading.Event()
+        off = await asyncio.to_thread(panel.app.on, "file_received", lambda e: arrived.set())
+        after_panel = upcoming(panel.app, "file_received")  # runs after the panel's handler
+        csv = tmp_path / "late.csv"
+        csv.write_text("a,b\n1,2\n")
+        await partner.share_file(csv)
+        # The kernel's loop is busy (as in a running cell) while the file arrives on
+        # the network thread and the app leaves the room.
+        assert arrived.wait(30)
+        run_blocking(panel.app, panel.app.leave_room(), timeout=30)
+        off()
+        await asyncio.wait_for(after_panel, 30)
+        labels = [row.children[1].value for row in panel.transfers.children]
+        assert labels == ["received <b>late.csv</b>"]
+        assert "late.csv" in panel.received.children[0].children[0].value
+    finally:
+        panel.close()
+        await partner.disconnect()

@@ -99,6 +99,8 @@ class ChatPanel:
         self._incoming: dict[str, IncomingTransfer] = {}
         """Offers seen and not yet finished, by transfer id: the panel's own copy,
         so it never reads the transfer manager's dicts the network thread changes."""
+        self._uploads: set[concurrent.futures.Future[Any]] = set()
+        """Shares of uploaded copies until their temporary folder is removed."""
         self.preview_limits = preview.PreviewLimits()
         self._previews = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="p2p-nb-preview"
@@ -186,7 +188,7 @@ class ChatPanel:
         coro: Coroutine[Any, Any, Any],
         what: str,
         then: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> concurrent.futures.Future[Any]:
         """Hand work to the network thread; failures show up in the panel, and
         ``then`` runs (on the panel's loop) after success."""
         assert self.app._net is not None
@@ -201,6 +203,7 @@ class ChatPanel:
                 self._ui(then)
 
         future.add_done_callback(done)
+        return future
 
     def _error(self, text: str) -> None:
         self._errors.append(text)
@@ -263,7 +266,9 @@ class ChatPanel:
                 shutil.rmtree(folder, ignore_errors=True)
                 self._error(f"could not share {name}: {exc}")
                 continue
-            self._submit(self._share_upload(target, name), f"could not share {name}")
+            job = self._submit(self._share_upload(target, name), f"could not share {name}")
+            self._uploads.add(job)
+            job.add_done_callback(self._uploads.discard)
         self.upload.value = ()
 
     async def _share_upload(self, target: Path, name: str) -> None:
@@ -501,7 +506,7 @@ class ChatPanel:
         if self._ticker is not None:
             self._ticker.cancel()
         net = self.app._net
-        if net is not None and not net.is_current:
+        if net is not None and not net.is_current and not self.app._closed:
             try:
                 run_blocking(self.app, self.app.disconnect(), timeout=15)
             except Exception as exc:
