@@ -8,6 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -205,12 +206,22 @@ async def test_hostile_peer_text_is_shown_never_run(
 DEMO = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-async def run_chat_demo(browser: Browser, lab: JupyterServer) -> tuple[Page, Page]:
-    """Open 01-chat-ana and 02-chat-ben in JupyterLab and Run All Cells in both."""
+async def run_chat_demo(
+    browser: Browser, lab: JupyterServer, *, ana_stays: bool = False
+) -> tuple[Page, Page]:
+    """Open 01-chat-ana and 02-chat-ben in JupyterLab and Run All Cells in both.
+
+    ``ana_stays``: ana's copy lacks its last cell (``panel.close()``), so her panel
+    is still in the room, and listening, when ben leaves.
+    """
     folder = lab.root_dir / f"demo-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     for name in ("01-chat-ana.ipynb", "02-chat-ben.ipynb"):
-        shutil.copy(DEMO / name, folder / name)
+        nb = nbformat.read(DEMO / name, as_version=4)
+        if ana_stays and name.startswith("01"):
+            assert nb.cells[-1].source == "panel.close()"
+            del nb.cells[-1]
+        nbformat.write(nb, folder / name)
     ana, ben = await asyncio.gather(
         open_notebook(browser, lab, f"{folder.name}/01-chat-ana.ipynb"),
         open_notebook(browser, lab, f"{folder.name}/02-chat-ben.ipynb"),
@@ -240,11 +251,14 @@ async def test_demo_chat_notebooks_end_with_every_message_and_no_stale_peer(
 async def test_demo_chat_notebooks_end_without_a_false_warning(
     browser: Browser, lab: JupyterServer
 ) -> None:
-    """Both messages arrived and were answered: neither panel may warn about them.
+    """ben got ana's message and answered it, then left: ana's panel, still in the
+    room, must not warn that it "may not have arrived".
 
     Depends on the core flushing owed chat-acks on leave (outgoing.py / mesh.py)."""
-    ana, ben = await run_chat_demo(browser, lab)
+    ana, ben = await run_chat_demo(browser, lab, ana_stays=True)
+    await expect(ben.locator(".p2p-status")).to_have_text("Left the room.")
+    await expect(ana.locator(".p2p-chat")).to_contain_text("hello ana, ben here")
+    # ben's departure has been fully handled by ana's panel (undelivered comes first)
+    await expect(ana.locator(".p2p-panel")).to_contain_text("No one else is in the room yet.")
     for page in (ana, ben):
-        await expect(page.locator(".p2p-chat")).to_contain_text("hello ana, ben here")
-        await expect(page.locator(".p2p-status")).to_have_text("Left the room.")
         await expect(page.locator(".p2p-error")).to_have_count(0)
