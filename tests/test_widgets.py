@@ -289,8 +289,18 @@ def test_every_view_function_escapes_every_field() -> None:
         assert injected(out) == [], (name, out)
         if name != "preview_pending_html":
             assert view.esc(HOSTILE) in out, name  # shown, literally
-    # the download link: a hostile file name under Jupyter's root stays inside its attribute
-    assert view.esc("x'y") == "x&#x27;y"
+
+
+def test_download_link_keeps_a_hostile_file_name_inside_its_attribute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved names keep ``'`` and ``=`` (files.py drops only ``<>:"|?*``)."""
+    monkeypatch.setenv("P2P_NB_URL", "http://127.0.0.1:8888/base/")
+    monkeypatch.setenv("P2P_NB_ROOT_DIR", str(tmp_path))
+    name = "x' onmouseover='window.__xss=1' y.csv"
+    out = view.received_html(HOSTILE, tmp_path / name, HOSTILE, 3)
+    assert "<a href='/base/files/x%27%20onmouseover%3D%27window.__xss%3D1%27%20y.csv'" in out
+    assert injected(out) == []
 
 
 def test_preview_cells_are_cut_for_display() -> None:
@@ -464,3 +474,15 @@ async def test_file_received_after_the_app_left_is_still_shown(
     finally:
         panel.close()
         await partner.disconnect()
+
+
+def test_a_peer_clock_far_off_cannot_break_the_chat() -> None:
+    """``ts`` is any finite number on the wire; ``time.localtime(1e300)`` raises, and
+    one such message would stop every later chat render."""
+    msgs = [
+        ChatMessage("from the far future", 1, 1e300, sender="h", sender_name="h"),
+        ChatMessage("next", 2, -1e300, sender="h", sender_name="h"),
+    ]
+    out = view.chat_html(msgs, me=None)
+    assert "from the far future" in out
+    assert "--:--:--" in out
