@@ -405,6 +405,7 @@ class P2PApp:
         )
         self._send_in_order(msg.encode(), msg.seq, to)
         self.messages.append(msg)
+        self._emit("message_sent", to, msg)  # so views of app.messages see our own lines too
         return msg
 
     def _send_in_order(self, wire: str, seq: int, to: str | None) -> None:

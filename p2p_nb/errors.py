@@ -12,6 +12,7 @@ notebook code can catch one type::
     │   ├── RelayAuthError    a relayed frame was forged, altered or replayed
     │   └── SafetyCodeError   a peer's safety-code nonce broke its commitment
     ├── TransferError         a file transfer failed
+    ├── PreviewRefused        a received table is too big or odd to preview safely
     ├── PeerUnavailable       no open link to the peer asked for
     ├── TurnError             the TURN server gave us no relay address
     ├── RoomSecretError       a peer's signal lacks the room secret's authenticator
@@ -78,6 +79,12 @@ class SafetyCodeError(ProtocolError):
 
 class TransferError(P2PError):
     """Raised when a file transfer is declined, cancelled, corrupted or cut."""
+
+
+class PreviewRefused(P2PError):
+    """Raised when the panel will not preview a received table: its metadata
+    promises more than the preview limits (columns, uncompressed bytes, footer
+    size), checked before anything is decoded, or it cannot be parsed."""
 
 
 class PeerUnavailable(P2PError):

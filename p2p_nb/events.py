@@ -32,6 +32,7 @@ EVENT_NAMES = (
     "peer_updated",
     "undelivered",
     "message",
+    "message_sent",
     "custom_message",
     "unknown_message",
     "quality",

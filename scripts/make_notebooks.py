@@ -47,7 +47,7 @@ print(f"{{reply.data.sender_name}}: {{reply.data.text}}")
         talk = f"""
 hello = await inbox.get(timeout=300)
 print(f"{{hello.data.sender_name}}: {{hello.data.text}}")
-await app.send_message(f"hello {{hello.data.sender_name}}, {me} here")
+sent = await app.send_message(f"hello {{hello.data.sender_name}}, {me} here")
 """
     return notebook(
         f"""md: # p2p-nb chat: {me}
@@ -162,7 +162,7 @@ by_region = sales.groupby("region", observed=True)["amount"].sum().round(2)
 by_region
 """,
     """
-await app.send_message(f"thanks! amount by region: {by_region.to_dict()}")
+sent = await app.send_message(f"thanks! amount by region: {by_region.to_dict()}")
 """,
     "panel.close()",
 )

@@ -49,6 +49,16 @@ async def run_together(
     return books
 
 
+def reprs(nb: nbformat.NotebookNode) -> str:
+    """The plain-text form of every cell's result (what a reader sees under a cell)."""
+    return "".join(
+        out.get("data", {}).get("text/plain", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
+
+
 def test_notebooks_are_committed_without_outputs() -> None:
     for path in NOTEBOOKS.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
@@ -71,6 +81,8 @@ async def test_two_chat_notebooks_talk(
     assert "#1 ana: hi ben, this is ana" in ana
     assert "p2p-panel" not in ana  # the panel is a widget, not text output
     assert "#1 ben: hello ana, ben here" in ben
+    for nb in books:  # a demo cell shows what a reader wants, not an object's repr
+        assert "ChatMessage(" not in reprs(nb)
 
 
 async def test_dataframe_notebooks(
@@ -90,6 +102,7 @@ async def test_dataframe_notebooks(
     assert "datetime64[ns, Europe/Berlin]" in text or "datetime64[us, Europe/Berlin]" in text
     assert "category" in text
     assert "Int64" in text
+    assert "ChatMessage(" not in reprs(books[1])
 
 
 async def test_mesh_room_notebook(

@@ -4,6 +4,11 @@ It only calls the app API and listens to its events. Widget callbacks may run
 on a comm subshell thread (JupyterLab 4 + ipykernel 7), so they never touch
 asyncio objects of their own thread: work goes to the app's network thread,
 and every widget update is marshalled back onto the loop the panel was built on.
+
+Every HTML string comes from :mod:`.view`, which escapes all it interpolates:
+the panel shows other parties' text (names, file names, reasons) and builds no
+markup itself. Previews of received tables are read by :mod:`.preview` in the
+panel's own worker thread, so a hostile file cannot stall the kernel's loop.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine
@@ -22,7 +28,7 @@ import ipywidgets as w
 from ..app import P2PApp, run_blocking
 from ..events import Event
 from ..transfer import FileShare, IncomingTransfer, ReceivedFile
-from . import view
+from . import preview, view
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,16 @@ class ChatPanel:
         self._closed = False
         self._progress: dict[tuple[str, str], tuple[w.FloatProgress, w.HTML]] = {}
         self._offer_rows: dict[str, w.HBox] = {}
+        self._incoming: dict[str, IncomingTransfer] = {}
+        """Offers seen and not yet finished, by transfer id: the panel's own copy,
+        so it never reads the transfer manager's dicts the network thread changes."""
+        self._uploads: set[concurrent.futures.Future[Any]] = set()
+        """Shares of uploaded copies until their temporary folder is removed."""
+        self.preview_limits = preview.PreviewLimits()
+        self._previews = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="p2p-nb-preview"
+        )
+        """One worker thread: previews queue up instead of competing for the CPU."""
         self._build()
         self._off = self.app.on("*", self._on_event)
         self._ticker: asyncio.Task[None] | None = None
@@ -100,10 +116,7 @@ class ChatPanel:
     # ------------------------------------------------------------ widgets
     def _build(self) -> None:
         app = self.app
-        self.title = w.HTML(
-            f"<b>p2p-nb</b> · room <b>{app.room}</b> · you are <b>{app.name}</b> "
-            f"<span style='color:#57606a'>({app.peer_id})</span>"
-        )
+        self.title = w.HTML(view.title_html(app.room, app.name, app.peer_id))
         self.status = w.HTML()
         self.peers = w.HTML()
         self.chat = w.HTML()
@@ -131,7 +144,7 @@ class ChatPanel:
         self.upload.observe(self._on_upload, names="value")
         self.path_button.on_click(lambda _: self._share_path())
         self.leave_button.on_click(lambda _: self.close())
-        section = "<div style='margin-top:6px;font-weight:bold'>{}</div>".format
+        section = view.section_html
         self.widget = w.VBox(
             [
                 w.HBox(
@@ -175,7 +188,7 @@ class ChatPanel:
         coro: Coroutine[Any, Any, Any],
         what: str,
         then: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> concurrent.futures.Future[Any]:
         """Hand work to the network thread; failures show up in the panel, and
         ``then`` runs (on the panel's loop) after success."""
         assert self.app._net is not None
@@ -190,6 +203,7 @@ class ChatPanel:
                 self._ui(then)
 
         future.add_done_callback(done)
+        return future
 
     def _error(self, text: str) -> None:
         self._errors.append(text)
@@ -245,10 +259,26 @@ class ChatPanel:
                 )
                 continue
             folder = Path(tempfile.mkdtemp(prefix="p2p-nb-upload-"))
-            target = folder / Path(name).name
-            target.write_bytes(bytes(item["content"]))
-            self._submit(self.app.share_file(target, name=name), f"could not share {name}")
+            try:
+                target = folder / (Path(name).name or "upload")
+                target.write_bytes(bytes(item["content"]))
+            except OSError as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                self._error(f"could not share {name}: {exc}")
+                continue
+            job = self._submit(self._share_upload(target, name), f"could not share {name}")
+            self._uploads.add(job)
+            job.add_done_callback(self._uploads.discard)
         self.upload.value = ()
+
+    async def _share_upload(self, target: Path, name: str) -> None:
+        """Share an uploaded copy; its temporary folder goes once nobody needs it:
+        at once if the share fails, else when every transfer of it has ended."""
+        try:
+            share = await self.app.share_file(target, name=name)
+            await share.wait()
+        finally:
+            shutil.rmtree(target.parent, ignore_errors=True)
 
     # -------------------------------------------------------------- events
     def _on_event(self, event: Event) -> None:
@@ -267,6 +297,10 @@ class ChatPanel:
     def _ev_message(self, event: Event) -> None:
         self._render_chat()
 
+    def _ev_message_sent(self, event: Event) -> None:
+        """Our own message, also when sent from code (``app.send_message``)."""
+        self._render_chat()
+
     def _ev_error(self, event: Event) -> None:
         self._error(str(event.data))
 
@@ -283,10 +317,12 @@ class ChatPanel:
 
     def _ev_disconnected(self, event: Event) -> None:
         self._status = "Left the room."
+        self._render_peers()
         self._render_status()
 
     def _ev_file_offer(self, event: Event) -> None:
         offer: IncomingTransfer = event.data
+        self._incoming[offer.id] = offer
         text = w.HTML(
             view.offer_text(offer.sender_name, offer.name, offer.size, offer.kind, offer.meta)
         )
@@ -334,10 +370,7 @@ class ChatPanel:
         self._drop_offer(str(data["id"]))
         bar, label = self._bar(data, event.peer_id)
         bar.value = float(data["bytes"])
-        label.value = (
-            f"{view.human_bytes(data['bytes'])} of {view.human_bytes(data['total'])} "
-            f"of <b>{data['name']}</b> · {view.human_bytes(data['rate'])}/s"
-        )
+        label.value = view.progress_html(data["bytes"], data["total"], data["name"], data["rate"])
 
     def _finish_bar(self, data: dict[str, Any], peer_id: str | None, ok: bool, text: str) -> None:
         bar, label = self._bar(data, peer_id)
@@ -348,58 +381,66 @@ class ChatPanel:
 
     def _ev_file_sent(self, event: Event) -> None:
         data = {**event.data, "direction": "send", "total": event.data["size"]}
-        self._finish_bar(data, event.peer_id, True, f"sent <b>{data['name']}</b>")
+        self._finish_bar(data, event.peer_id, True, view.sent_html(data["name"]))
+
+    def _transfer_id(self, rec: ReceivedFile) -> str:
+        """The id of the offer ``rec`` came from, from the panel's own copy of the
+        offers (``t.record`` is set before the event is emitted)."""
+        tid = next((t.id for t in list(self._incoming.values()) if t.record is rec), None)
+        if tid is None:
+            return rec.name
+        del self._incoming[tid]
+        return tid
 
     def _ev_file_received(self, event: Event) -> None:
         rec: ReceivedFile = event.data
-        tid = next(
-            (
-                t.id
-                for t in self.app._transfers.incoming.values()  # type: ignore[union-attr]
-                if t.record is rec
-            ),
-            rec.name,
-        )
+        tid = self._transfer_id(rec)
         data = {"id": tid, "direction": "receive", "total": rec.size, "name": rec.name}
-        self._finish_bar(data, event.peer_id, True, f"received <b>{rec.name}</b>")
+        self._finish_bar(data, event.peer_id, True, view.received_label_html(rec.name))
         row: list[w.Widget] = [
             w.HTML(view.received_html(rec.name, rec.path, rec.sender_name, rec.size))
         ]
         if rec.kind == "dataframe" or rec.path.suffix.lower() in PREVIEW_SUFFIXES:
-            row.append(w.HTML(self._preview(rec)))
+            shown = w.HTML(view.preview_pending_html())
+            row.append(shown)
+            self._start_preview(rec, shown)
         box = w.VBox(row)
         box.add_class("p2p-received-row")
         self.received.children = (*self.received.children, box)
 
-    @staticmethod
-    def _preview(rec: ReceivedFile, rows: int = 5) -> str:
-        """The first rows, read without loading the whole frame."""
+    def _start_preview(self, rec: ReceivedFile, shown: w.HTML) -> None:
+        """Read the preview in the panel's worker thread; show it when it is ready."""
         try:
-            fmt = rec.meta.get("format") or rec.path.suffix.lower().lstrip(".")
-            if fmt == "parquet":
-                import pyarrow.parquet as pq
+            job = self._previews.submit(
+                preview.read_preview,
+                rec.path,
+                rec.meta.get("format"),
+                rec.kind,
+                self.preview_limits,
+            )
+        except RuntimeError:  # the panel closed meanwhile
+            return
 
-                batch = next(pq.ParquetFile(rec.path).iter_batches(batch_size=rows), None)
-                head = batch.to_pandas() if batch is not None else rec.dataframe().head(0)
-            else:
-                import pandas as pd
+        def done(f: concurrent.futures.Future[view.Preview]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            text = (
+                view.preview_error_html(exc) if exc is not None else view.preview_html(f.result())
+            )
 
-                head = pd.read_csv(
-                    rec.path,
-                    index_col=0 if rec.kind == "dataframe" else None,
-                    sep="\t" if fmt == "tsv" else ",",
-                    nrows=rows,
-                )
-            return f"<div class='p2p-preview'>{head.to_html(max_rows=rows)}</div>"
-        except Exception as exc:  # a preview must never break the panel
-            return f"<i>no preview: {exc}</i>"
+            def show() -> None:
+                shown.value = text
+
+            self._ui(show)
+
+        job.add_done_callback(done)
 
     def _ev_transfer_failed(self, event: Event) -> None:
         data = event.data
         self._drop_offer(str(data["id"]))
-        self._finish_bar(
-            data, event.peer_id, False, f"<b>{data['name']}</b> failed: {data['reason']}"
-        )
+        self._incoming.pop(str(data["id"]), None)
+        self._finish_bar(data, event.peer_id, False, view.failed_html(data["name"], data["reason"]))
 
     # ------------------------------------------------------------ rendering
     def _rows(self) -> list[view.PeerRow]:
@@ -430,7 +471,8 @@ class ChatPanel:
         return sorted(rows, key=lambda r: r.name)
 
     def _render_peers(self) -> None:
-        self.peers.value = view.peers_html(self._rows())
+        in_room = not self._closed and self.app.room is not None
+        self.peers.value = view.peers_html(self._rows() if in_room else (), in_room=in_room)
 
     def _render_chat(self) -> None:
         self.chat.value = view.chat_html(list(self.app.messages), self.app.peer_id)
@@ -464,11 +506,12 @@ class ChatPanel:
         if self._ticker is not None:
             self._ticker.cancel()
         net = self.app._net
-        if net is not None and not net.is_current:
+        if net is not None and not net.is_current and not self.app._closed:
             try:
                 run_blocking(self.app, self.app.disconnect(), timeout=15)
             except Exception as exc:
                 log.warning("disconnect: %s", exc)
+        self._previews.shutdown(wait=False, cancel_futures=True)
         for widget in (
             self.input,
             self.send_button,
@@ -479,6 +522,7 @@ class ChatPanel:
         ):
             widget.disabled = True
         self._status = "Left the room."
+        self._render_peers()
         self._render_status()
 
     def __repr__(self) -> str:
