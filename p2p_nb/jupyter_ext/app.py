@@ -18,7 +18,13 @@ from ..server.core import SignalingService
 from ..server.keyfile import load_or_create_resume_key
 from ..server.limits import ServerLimits
 from ..turn import TurnServer
-from .handlers import HealthHandler, cancel_pings, jupyter_user, socket_handler_class
+from .handlers import (
+    HealthHandler,
+    InviteHandler,
+    cancel_pings,
+    jupyter_user,
+    socket_handler_class,
+)
 
 URL_ENV = "P2P_NB_URL"
 TOKEN_ENV = "P2P_NB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
@@ -86,6 +92,13 @@ class P2PExtensionApp(ExtensionApp):
         "Empty (the default): a random key per start.",
     ).tag(config=True)
 
+    public_url = Unicode(
+        "",
+        help="The base URL others reach this server at (behind a proxy or a tunnel, "
+        "e.g. https://jupyter.example.org/user/ana/): what invite links name. "
+        "Empty: the URL each kernel connected to.",
+    ).tag(config=True)
+
     service: SignalingService | None = None
     _exported: dict[str, str] | None = None
 
@@ -106,6 +119,7 @@ class P2PExtensionApp(ExtensionApp):
             turn=TurnServer(tuple(self.turn_urls), self.turn_secret, self.turn_ttl)
             if self.turn_urls
             else None,
+            public_url=self.public_url or None,
         )
 
     def initialize_handlers(self) -> None:
@@ -114,6 +128,7 @@ class P2PExtensionApp(ExtensionApp):
             [
                 (url_path_join("p2p", "socket.io/"), socket_handler_class(self.service)),
                 (url_path_join("p2p", "health"), HealthHandler, {"service": self.service}),
+                (url_path_join("p2p", "invite"), InviteHandler, {"service": self.service}),
             ]
         )
 

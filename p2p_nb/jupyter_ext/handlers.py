@@ -1,7 +1,10 @@
 """Tornado handlers that put the signaling service behind Jupyter's auth.
 
 engine.io's own Tornado handler accepts anyone; these wrap it so a socket opens
-only for a user Jupyter's identity provider knows and its authorizer allows.
+only for a user Jupyter's identity provider knows and its authorizer allows,
+or for a holder of one of this service's invite tokens (``inv1.``..., in the
+``Authorization: token`` header): that opens the p2p socket, confined to the
+invite's room, and nothing else, since Jupyter itself does not know the token.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ from typing import Any
 from engineio.async_drivers.tornado import get_tornado_handler
 from engineio.async_socket import AsyncSocket
 from jupyter_core.utils import ensure_async
-from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 
-from ..server.auth import Authority, Credentials, Identity
+from ..server.auth import Authority, AuthRefused, Credentials, Identity
 from ..server.core import SignalingService
+from ..server.invites import check_invite, is_invite
 
 AUTH_RESOURCE = "p2p"
 """The resource name a custom Jupyter ``Authorizer`` sees for every p2p route."""
@@ -34,6 +37,9 @@ async def jupyter_user(environ: dict[str, Any], auth: Any) -> Identity:
     route to the service that bypasses it (a misconfigured or future handler).
     """
     handler = environ.get("tornado.handler")
+    invited = getattr(handler, "invite_identity", None)
+    if isinstance(invited, Identity):
+        return invited
     user = getattr(handler, "current_user", None)
     name = None if user is None else str(getattr(user, "username", user))
     return _AUTHORITY.identify(Credentials(host_user=name))
@@ -83,22 +89,57 @@ def socket_handler_class(service: SignalingService) -> type[JupyterHandler]:
                 return JupyterHandler.check_origin(self)
             return bool(WebSocketMixin.check_origin(self, origin))
 
+        invite_identity: Identity | None = None
+
         async def prepare(self, *args: Any, **kwargs: Any) -> None:
-            """Authenticate (no login redirect) and authorize before any method runs."""
+            """Authenticate (no login redirect) and authorize before any method runs:
+            a valid invite token, or else a Jupyter user the authorizer allows."""
+            token = invite_token(self)
+            if token is not None:
+                try:
+                    self.invite_identity = service.invites.check(token).identity()
+                except AuthRefused as exc:
+                    raise web.HTTPError(403, f"invite refused: {exc}") from None
+                return
             pending = super().prepare(*args, **kwargs)
             if pending is not None:
                 await pending
             if not self._finished:
                 await authorize(self, "execute")
 
-        @ws_authenticated
         async def get(self, *args: Any, **kwargs: Any) -> None:
             """engine.io's handshake; ``prepare`` has already decided who gets here."""
+            if self.invite_identity is None and self.current_user is None:
+                raise web.HTTPError(403, "not logged in to this Jupyter server")
             pending = super().get(*args, **kwargs)
             if pending is not None:
                 await pending
 
     return SignalingSocketHandler
+
+
+def invite_token(handler: web.RequestHandler) -> str | None:
+    """The invite token in ``Authorization: token inv1...``, if that is what it holds."""
+    scheme, _, value = handler.request.headers.get("Authorization", "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() in ("token", "bearer") and is_invite(value) else None
+
+
+class InviteHandler(web.RequestHandler):
+    """``GET {base_url}p2p/invite``: is this invite accepted, and if not, why.
+
+    Not a Jupyter handler: the invite is its only credential, and it answers
+    nothing but that (room and expiry, or the reason for a refusal)."""
+
+    def initialize(self, service: SignalingService) -> None:
+        self.service = service
+
+    def get(self) -> None:
+        status, body = check_invite(self.service.invites, invite_token(self))
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
 
 
 class HealthHandler(APIHandler):

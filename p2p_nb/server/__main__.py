@@ -67,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-relay",
         action="store_true",
         help="never carry data between peers that cannot connect directly "
-        "(relayed frames are readable by this server)",
+        "(relayed frames are sealed end to end; this server still sees their size and timing)",
+    )
+    p.add_argument(
+        "--public-url",
+        default=None,
+        metavar="URL",
+        help="the base URL others reach this server at (behind a proxy or a tunnel): "
+        "what invite links name; default: the URL each client connected to",
     )
     p.add_argument(
         "--turn-url",
@@ -122,6 +129,7 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
             resume_key=args.resume_key.encode() if args.resume_key else None,
             resume_key_file=args.resume_key_file,
             turn=turn,
+            public_url=args.public_url,
         )
     except KeyFileError as exc:
         raise SystemExit(f"p2p-nb-signal: {exc}") from None

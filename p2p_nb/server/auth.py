@@ -16,6 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .invites import InviteBook
 
 
 class AuthRefused(Exception):
@@ -76,6 +80,8 @@ class Authority:
     ``token``: the standalone server's shared token (None with ``anonymous``
     accepts everyone). ``trust_host_user``: accept a user the host server
     authenticated (the Jupyter extension), refuse connections without one.
+    ``invites``: also accept this server's invite tokens (``inv1.``...), as
+    identities confined to their room, whatever else is configured.
     """
 
     def __init__(
@@ -84,7 +90,9 @@ class Authority:
         token: str | None = None,
         anonymous: bool = False,
         trust_host_user: bool = False,
+        invites: InviteBook | None = None,
     ) -> None:
+        self._invites = invites
         if token is None and not anonymous and not trust_host_user:
             raise ValueError("an Authority needs a token, trust_host_user or anonymous=True")
         self._token = token
@@ -92,6 +100,11 @@ class Authority:
         self._trust_host_user = trust_host_user
 
     def identify(self, credentials: Credentials) -> Identity:
+        if self._invites is not None and credentials.token is not None:
+            from .invites import is_invite
+
+            if is_invite(credentials.token):
+                return self._invites.check(credentials.token).identity()
         if self._trust_host_user:
             if credentials.host_user:
                 return Identity("jupyter", credentials.host_user)

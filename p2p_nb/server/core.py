@@ -27,6 +27,7 @@ import socketio
 from .._version import __version__
 from ..turn import TurnServer
 from .auth import AuthRefused, Identity
+from .invites import DEFAULT_TTL, InviteBook
 from .limits import ROOM_NAME_RE, ServerLimits
 from .names import NameProblem, clean_name, name_key
 
@@ -464,6 +465,52 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.emit("relay", {"from": peer.peer_id, "data": frame}, to=target_sid)
         return {"ok": True}
 
+    async def on_invite(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A member asks for an invite to its room (invitees may not invite others)."""
+        svc = self.service
+        peer = svc.peers[sid]
+        if peer.room is None:
+            raise RequestRejected("not_joined", "join a room before inviting to it")
+        if peer.identity.kind == "invite":
+            raise RequestRejected("forbidden", "a member who came by invite cannot invite others")
+        ttl = data.get("ttl", DEFAULT_TTL)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+            raise RequestRejected("invalid", "'ttl' must be a number of seconds")
+        try:
+            token, claim = svc.invites.mint(peer.room, peer.identity, float(ttl))
+        except ValueError as exc:
+            raise RequestRejected("invalid", str(exc)) from exc
+        log.info("invite %s to room %r made by %s", claim.id, claim.room, peer.peer_id)
+        reply: dict[str, Any] = {
+            "ok": True,
+            "token": token,
+            "room": claim.room,
+            "id": claim.id,
+            "expires": claim.expires,
+        }
+        if svc.public_url:
+            reply["server_url"] = svc.public_url
+        return reply
+
+    async def on_revoke_invite(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Its issuer revokes an invite: nobody joins with it any more, and the
+        connections that came with it are closed."""
+        svc = self.service
+        peer = svc.peers[sid]
+        try:
+            claim = svc.invites.revoke(data.get("token"), peer.identity)
+        except AuthRefused as exc:
+            raise RequestRejected("forbidden", str(exc)) from exc
+        guests = [
+            s
+            for s, p in svc.peers.items()
+            if p.identity.kind == "invite" and p.identity.subject == claim.id
+        ]
+        for guest in guests:
+            await self.disconnect(guest)
+        log.info("invite %s revoked; %d connection(s) closed", claim.id, len(guests))
+        return {"ok": True, "id": claim.id, "closed": len(guests)}
+
     async def on_leave(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         if self.service.peers[sid].room is None:
             raise RequestRejected("not_joined", "not in a room")
@@ -538,8 +585,13 @@ class SignalingService:
         cors_allowed_origins: list[str] | str | None = None,
         resume_key: bytes | None = None,
         turn: TurnServer | None = None,
+        invites: InviteBook | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.limits = limits or ServerLimits()
+        self.public_url = public_url
+        """The base URL others reach this service at (behind a proxy or tunnel):
+        what invites name. None: clients use the URL they connected to."""
         self.turn = turn
         """Every joining peer gets credentials for it (``ice_servers`` in the reply)."""
         self.authenticate = authenticate
@@ -547,6 +599,11 @@ class SignalingService:
         """Signs resume secrets: random unless the operator keeps one (a key file)
         so that peers keep their ids across a restart. Never derived from a token
         clients hold: they could compute every peer's secret."""
+        self.invites = invites or InviteBook(
+            hmac.new(self.resume_key, b"p2p-nb invite key", hashlib.sha256).digest()
+        )
+        """Mints and checks invite tokens; its key follows the resume key, so
+        invites outlive a restart exactly when resumes do."""
         self.peers: dict[str, PeerRecord] = {}
         self.rooms: dict[str, dict[str, str | None]] = {}
         """room → {peer_id: sid}; the sid is None while the peer is away (grace period)."""

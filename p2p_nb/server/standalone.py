@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from ..turn import TurnServer
 from .auth import Authority, Credentials, Identity
 from .core import Authenticate, SignalingService
+from .invites import InviteBook, check_invite
 from .keyfile import load_or_create_resume_key
 from .limits import ServerLimits
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "p2p/socket.io"
 HEALTH_PATH = "/p2p/health"
+INVITE_PATH = "/p2p/invite"
 PLAIN_QUERY_KEYS = frozenset({"EIO", "transport", "t"})
 """Query parameters logged as they are; every other value is replaced (tokens)."""
 
@@ -49,9 +51,10 @@ def token_from_request(environ: dict[str, Any], auth: Any) -> str | None:
     return credentials_from_request(environ, auth).token
 
 
-def token_authenticator(token: str | None) -> Authenticate:
-    """The adapter's auth hook: accept exactly ``token`` (or anyone, if it is None)."""
-    authority = Authority(token=token, anonymous=token is None)
+def token_authenticator(token: str | None, invites: InviteBook | None = None) -> Authenticate:
+    """The adapter's auth hook: accept exactly ``token`` (or anyone, if it is
+    None), and this server's invites (each confined to its room)."""
+    authority = Authority(token=token, anonymous=token is None, invites=invites)
 
     async def authenticate(environ: dict[str, Any], auth: Any) -> Identity:
         return authority.identify(credentials_from_request(environ, auth))
@@ -105,6 +108,7 @@ def create_app(
     resume_key: bytes | None = None,
     resume_key_file: str | os.PathLike[str] | None = None,
     turn: TurnServer | None = None,
+    public_url: str | None = None,
 ) -> tuple[web.Application, SignalingService]:
     """Build the aiohttp application; run it with :func:`make_runner`.
 
@@ -113,7 +117,8 @@ def create_app(
     ``resume_key_file`` (created, mode 0600, if missing), else to a random key:
     then a restart gives everyone new ids. It is never derived from the token,
     which every client holds. With ``turn``, every peer that joins gets
-    credentials for that TURN server.
+    credentials for that TURN server. ``public_url``: the base URL invites
+    name (default: the URL each client connected to).
     """
     if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
         resume_key = os.environ["P2P_NB_RESUME_KEY"].encode()
@@ -127,7 +132,9 @@ def create_app(
         client_manager=client_manager,
         resume_key=resume_key,
         turn=turn,
+        public_url=public_url,
     )
+    service.authenticate = token_authenticator(token, service.invites)
     app = web.Application()
 
     async def cleanup(app: web.Application) -> None:
@@ -139,5 +146,11 @@ def create_app(
     async def health(request: web.Request) -> web.Response:
         return web.json_response(service.health())
 
+    async def invite(request: web.Request) -> web.Response:
+        environ = {"HTTP_AUTHORIZATION": request.headers.get("Authorization", "")}
+        status, body = check_invite(service.invites, credentials_from_request(environ, None).token)
+        return web.json_response(body, status=status)
+
     app.router.add_get(HEALTH_PATH, health)
+    app.router.add_get(INVITE_PATH, invite)
     return app, service
