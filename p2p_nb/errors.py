@@ -8,6 +8,9 @@ notebook code can catch one type::
     │   └── AuthError         the token was missing or wrong
     ├── ProtocolError         a peer or server sent something malformed
     ├── TransferError         a file transfer failed
+    │   ├── TransferLimitError    a peer went over a limit of ours (offers,
+    │   │                         transfers in progress, disk space)
+    │   └── DataFrameTooLarge     a received DataFrame is above the reading limit
     ├── PeerUnavailable       no open link to the peer asked for
     ├── TurnError             the TURN server gave us no relay address
     └── P2PTimeoutError       something we waited for did not happen in time
@@ -46,6 +49,21 @@ class ProtocolError(P2PError):
 
 class TransferError(P2PError):
     """Raised when a file transfer is declined, cancelled, corrupted or cut."""
+
+
+class TransferLimitError(TransferError):
+    """A peer's offer was refused because it would go over one of our limits
+    (``TransferSettings``: pending offers, transfers in progress, disk space).
+    ``limit`` names the setting; nothing already received is touched."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class DataFrameTooLarge(TransferError):
+    """A received DataFrame declares more rows or bytes than the reader allows;
+    pass a larger ``max_rows`` / ``max_bytes`` to read it anyway."""
 
 
 class PeerUnavailable(P2PError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -23,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import protocol
-from .errors import PeerUnavailable, ProtocolError, TransferError
-from .files import part_path, publish, safe_file_name
+from . import protocol, quota
+from .errors import PeerUnavailable, ProtocolError, TransferError, TransferLimitError
+from .files import create_part, publish, safe_file_name
 from .mesh import Mesh
 from .tasks import TaskSet
 
@@ -65,6 +66,23 @@ class TransferSettings:
     progress_interval: float = 0.25
     auto_accept_max_bytes: int | None = None
     """Accept offers up to this size without asking; None asks every time."""
+    max_pending_offers_per_peer: int = 16
+    """Offers from one peer waiting for an answer; more are declined at once."""
+    max_pending_offers: int = 64
+    """Offers from all peers together waiting for an answer."""
+    max_active_per_peer: int = 4
+    """Accepted transfers from one peer in progress (each holds a file
+    descriptor and will write to the disk); an offer that would go over it is
+    declined when auto-accepted, and ``accept()`` raises TransferLimitError."""
+    max_active: int = 16
+    """Accepted incoming transfers in progress from all peers together."""
+    keep_free_bytes: int = 64 * 2**20
+    """Free space of the downloads folder that accepting never uses: an offer
+    is accepted only if its size, plus what every accepted transfer still has
+    to write, plus this, fits in the free space."""
+    history: int = 256
+    """Finished transfers (done, declined, failed) remembered in each
+    direction; older ones are forgotten, so a peer's offers cannot grow memory."""
 
     def window_for(self, rtt: float | None) -> int:
         """The sender's window on a link with this round-trip time (seconds)."""
@@ -131,6 +149,9 @@ class OutgoingTransfer(_Record):
         self.offer = offer
         self.path = path
         self.acked = 0
+        self.accepted = False
+        """Whether the receiver ever accepted: after a link drop an accepted
+        transfer is offered again as a resume, an unanswered one as itself."""
         self.starts: list[int] = []
         """Byte offsets the sending started from: [0] normally, more after resumes."""
         self._acked_event = asyncio.Event()
@@ -156,6 +177,9 @@ class IncomingTransfer(_Record):
         self.meta = offer.meta
         self.sha256 = offer.sha256
         self.safe_name = safe_file_name(offer.name)
+        self.part: Path | None = None
+        """The part file, named by us when the transfer was accepted: what a
+        resume continues, and what is deleted if it fails."""
         self._file: IO[bytes] | None = None
         self._hash = hashlib.sha256()
         self._acked = 0
@@ -187,13 +211,30 @@ class ReceivedFile:
     kind: str
     meta: dict[str, Any]
 
-    def dataframe(self) -> pandas.DataFrame:
-        """Read a shared DataFrame back (Parquet keeps every dtype and the index)."""
+    def dataframe(
+        self,
+        *,
+        max_rows: int = quota.MAX_DATAFRAME_ROWS,
+        max_bytes: int = quota.MAX_DATAFRAME_BYTES,
+    ) -> pandas.DataFrame:
+        """Read a shared DataFrame back (Parquet keeps every dtype and the index).
+
+        The sender chose the file: before any data is read, its declared rows
+        and uncompressed size (Parquet metadata; for CSV the file size) are
+        checked against ``max_rows`` and ``max_bytes``, so a small file that
+        decompresses to gigabytes raises :class:`DataFrameTooLarge` instead of
+        filling the kernel's memory. Pass larger limits to read it anyway.
+        """
         import pandas as pd
 
         if self.kind != "dataframe":
             raise TransferError(f"{self.name!r} is a plain file, not a DataFrame")
         fmt = self.meta.get("format")
+        if fmt in ("parquet", "csv"):
+            try:
+                quota.check_dataframe(self.path, fmt, max_rows, max_bytes)
+            except (OSError, ValueError) as exc:  # pyarrow's errors are ValueErrors
+                raise TransferError(f"cannot read {self.name!r}: {exc}") from exc
         if fmt == "parquet":
             return pd.read_parquet(self.path, engine="pyarrow")
         if fmt == "csv":
@@ -283,6 +324,7 @@ class TransferManager:
             )
             transfer = OutgoingTransfer(self, peer_id, offer, path)
             self.outgoing[(offer.id, peer_id)] = transfer
+            quota.prune(self.outgoing, self.settings.history)
             transfers[peer_id] = transfer
             self.mesh.send(peer_id, offer.encode())
         return FileShare(self.runner, transfers)
@@ -334,47 +376,86 @@ class TransferManager:
     # ============================================================== receive
     def on_offer(self, peer_id: str, offer: protocol.FileOffer) -> None:
         existing = self.incoming.get(offer.id)
+        if existing is not None and existing.peer_id == peer_id:
+            if dataclasses.replace(offer, resume=False) != existing.offer:
+                self.emit("error", peer_id, ProtocolError(f"offer {offer.id} changed"))
+            elif existing.finished:
+                # our answer was lost with the link: give it again
+                kind = {"done": "file-done", "declined": "file-decline"}.get(
+                    existing.state, "file-cancel"
+                )
+                self._send(peer_id, kind, offer.id, offset=existing.bytes, reason=existing.reason)
+            elif existing.state != "offered":
+                # accepted here: the sender lost the link (and maybe our
+                # file-accept) and asks again, as a resume or as the offer itself
+                self._resume_incoming(existing)
+            # else: the offer still waiting for an answer, sent again after a link
+            # drop (as itself, or as a resume by an older sender): it stays pending
+            return
         if offer.resume:
-            if existing is None or existing.peer_id != peer_id or existing.finished:
-                self._send(peer_id, "file-cancel", offer.id, reason="unknown transfer")
-                return
-            self._resume_incoming(existing)
+            self._send(peer_id, "file-cancel", offer.id, reason="unknown transfer")
             return
         if existing is not None:
             self.emit("error", peer_id, ProtocolError(f"duplicate offer {offer.id}"))
             return
+        refusal = quota.offer_refusal(self.incoming.values(), peer_id, self.settings)
         t = IncomingTransfer(self, offer, peer_id, self.peer_name(peer_id))
         self.incoming[offer.id] = t
+        quota.prune(self.incoming, self.settings.history)
         if offer.size > self.settings.max_file_bytes:
             self._decline_now(
                 t, f"larger than the receiver's limit of {self.settings.max_file_bytes} bytes"
             )
+            return
+        if refusal is not None:
+            self._refuse(t, refusal)
             return
         self.emit("file_offer", peer_id, t)
         cap = self.settings.auto_accept_max_bytes
         if cap is not None and offer.size <= cap:
             self._tasks.spawn(self._auto_accept(t), f"accept-{t.id}")
 
+    def _refuse(self, t: IncomingTransfer, refusal: TransferLimitError) -> None:
+        """Decline an offer over one of our limits: the peer gets the reason,
+        the local user an ``error`` event naming the peer and the limit."""
+        self._decline_now(t, str(refusal))
+        who = self.peer_name(t.peer_id)
+        error = TransferLimitError(f"declined {t.safe_name!r} from {who}: {refusal}", refusal.limit)
+        self.emit("error", t.peer_id, error)
+
     async def _auto_accept(self, t: IncomingTransfer) -> None:
         with contextlib.suppress(TransferError):  # already declined and reported
-            await self.accept(t)
+            await self.accept(t, auto=True)
 
-    async def accept(self, t: IncomingTransfer) -> None:
+    async def accept(self, t: IncomingTransfer, *, auto: bool = False) -> None:
+        """Start receiving ``t``.
+
+        Over a count limit (transfers in progress) an auto-accepted offer is
+        declined; one accepted by the user stays pending and
+        :class:`TransferLimitError` says why, so it can be accepted later.
+        Too little disk space (counting what accepted transfers still need)
+        declines it either way.
+        """
         if t.state != "offered":
             raise TransferError(f"transfer {t.name!r} is {t.state}, not waiting for an answer")
         folder = self.settings.download_dir
         try:
             folder.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(folder).free
-            if t.size > free:
-                raise TransferError(f"{t.size} bytes do not fit in {folder} ({free} free)")
-            t._file = part_path(folder, t.id).open("wb")
         except OSError as exc:
             self._decline_now(t, f"receiver cannot write: {exc}")
             raise TransferError(f"cannot save to {folder}: {exc}") from exc
-        except TransferError as exc:
-            self._decline_now(t, str(exc))
-            raise
+        refusal = quota.accept_refusal(self.incoming.values(), t, self.settings, free)
+        if refusal is not None:
+            if auto or refusal.limit == "disk_space":
+                self._refuse(t, refusal)
+            raise refusal
+        try:
+            t.part, fd = create_part(folder)
+            t._file = os.fdopen(fd, "wb")
+        except OSError as exc:
+            self._decline_now(t, f"receiver cannot write: {exc}")
+            raise TransferError(f"cannot save to {folder}: {exc}") from exc
         t.state = "receiving"
         t.started = time.monotonic()
         self._send(t.peer_id, "file-accept", t.id, offset=0)
@@ -424,7 +505,8 @@ class TransferManager:
             return
         t._file.close()
         t._file = None
-        part = part_path(self.settings.download_dir, t.id)
+        part = t.part
+        assert part is not None
         if t._hash.hexdigest() != t.sha256:
             self._fail(
                 t, "SHA-256 mismatch: the file was corrupted; nothing was saved", notify=True
@@ -432,6 +514,7 @@ class TransferManager:
             return
         try:
             final = publish(part, self.settings.download_dir, t.safe_name)
+            t.part = None
         except OSError as exc:
             self._fail(t, f"cannot save {t.safe_name}: {exc}", notify=True)
             return
@@ -463,6 +546,7 @@ class TransferManager:
                 self._fail(out, "receiver asked to resume past the end", notify=True)
                 return
             self._cancel_resume_timer(out)
+            out.accepted = True
             self._start_sending(out, msg.offset)
         elif kind == "file-ack" and out is not None:
             out.acked = max(out.acked, min(msg.offset, out.size))
@@ -499,9 +583,17 @@ class TransferManager:
         elif state == "connected":
             for t in self._with(peer_id):
                 if t.state == "interrupted" and isinstance(t, OutgoingTransfer):
-                    self.mesh.send(
-                        peer_id, protocol.FileOffer(**{**t.offer.__dict__, "resume": True}).encode()
-                    )
+                    if t.accepted:
+                        # the receiver holds a part file: it answers with its byte count
+                        offer = dataclasses.replace(t.offer, resume=True)
+                    else:
+                        # never accepted: there is nothing to resume, only an offer
+                        # still waiting (or lost with the link), so it is sent again
+                        # as itself and waits for an answer, like any offer
+                        self._cancel_resume_timer(t)
+                        t.state = "offered"
+                        offer = t.offer
+                    self.mesh.send(peer_id, offer.encode())
         elif state in ("lost", "closed"):
             for t in self._with(peer_id):
                 self._fail(t, f"peer {self.peer_name(peer_id)} is gone ({state})", notify=False)
@@ -576,8 +668,10 @@ class TransferManager:
         if t._file is not None:
             t._file.close()
             t._file = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part_path(self.settings.download_dir, t.id))
+        if t.part is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(t.part)
+            t.part = None
 
     def _finish(self, t: _Record, state: str, reason: str) -> None:
         self._cancel_resume_timer(t)
