@@ -184,6 +184,8 @@ class IncomingTransfer(_Record):
         self._hash = hashlib.sha256()
         self._acked = 0
         self.record: ReceivedFile | None = None
+        self.auto = False
+        """Accepted without asking, as soon as the transfer limits allow."""
 
     @property
     def key(self) -> str:
@@ -289,6 +291,7 @@ class TransferManager:
         self.incoming: dict[str, IncomingTransfer] = {}
         self.received: dict[str, ReceivedFile] = {}
         self._tasks = TaskSet("transfers")
+        self._closed = False
         self.chunk_hook: Callable[[str, int, bytes], bytes] | None = None
         """Test hook: rewrites each outgoing chunk payload (transfer id, offset, data)."""
 
@@ -413,7 +416,8 @@ class TransferManager:
         self.emit("file_offer", peer_id, t)
         cap = self.settings.auto_accept_max_bytes
         if cap is not None and offer.size <= cap:
-            self._tasks.spawn(self._auto_accept(t), f"accept-{t.id}")
+            t.auto = True
+            self._auto_accept_waiting()
 
     def _refuse(self, t: IncomingTransfer, refusal: TransferLimitError) -> None:
         """Decline an offer over one of our limits: the peer gets the reason,
@@ -423,19 +427,39 @@ class TransferManager:
         error = TransferLimitError(f"declined {t.safe_name!r} from {who}: {refusal}", refusal.limit)
         self.emit("error", t.peer_id, error)
 
-    async def _auto_accept(self, t: IncomingTransfer) -> None:
-        with contextlib.suppress(TransferError):  # already declined and reported
-            await self.accept(t, auto=True)
+    def _auto_accept_waiting(self) -> None:
+        """Accept the auto-accepted offers that wait for a free slot, oldest first.
 
-    async def accept(self, t: IncomingTransfer, *, auto: bool = False) -> None:
+        Offers over ``max_active_per_peer`` / ``max_active`` are not declined
+        but wait (they count as pending offers, which are capped): they start
+        as transfers in progress end.
+        """
+        for t in list(self.incoming.values()):
+            if not (t.auto and t.state == "offered"):
+                continue
+            try:
+                self._accept_now(t, auto=True)
+            except TransferLimitError as exc:
+                if exc.limit == "max_active":
+                    return  # no slot for anyone
+            except TransferError:
+                pass  # declined and reported
+
+    def _slot_freed(self) -> None:
+        if not self._closed:
+            self._auto_accept_waiting()
+
+    async def accept(self, t: IncomingTransfer) -> None:
         """Start receiving ``t``.
 
-        Over a count limit (transfers in progress) an auto-accepted offer is
-        declined; one accepted by the user stays pending and
-        :class:`TransferLimitError` says why, so it can be accepted later.
-        Too little disk space (counting what accepted transfers still need)
-        declines it either way.
+        Over a count limit (transfers in progress) the offer stays pending and
+        :class:`TransferLimitError` says why, so it can be accepted later; too
+        little disk space (counting what accepted transfers still need)
+        declines it.
         """
+        self._accept_now(t, auto=False)
+
+    def _accept_now(self, t: IncomingTransfer, *, auto: bool) -> None:
         if t.state != "offered":
             raise TransferError(f"transfer {t.name!r} is {t.state}, not waiting for an answer")
         folder = self.settings.download_dir
@@ -447,8 +471,10 @@ class TransferManager:
             raise TransferError(f"cannot save to {folder}: {exc}") from exc
         refusal = quota.accept_refusal(self.incoming.values(), t, self.settings, free)
         if refusal is not None:
-            if auto or refusal.limit == "disk_space":
+            if refusal.limit == "disk_space":
                 self._refuse(t, refusal)
+            elif auto:
+                log.info("offer %s waits for a free slot: %s", t.id, refusal)
             raise refusal
         try:
             t.part, fd = create_part(folder)
@@ -675,6 +701,10 @@ class TransferManager:
 
     def _finish(self, t: _Record, state: str, reason: str) -> None:
         self._cancel_resume_timer(t)
+        if isinstance(t, IncomingTransfer) and t.state in quota.ACTIVE_STATES:
+            # a slot is free: a waiting auto-accepted offer may start (not from
+            # inside this call, which may be in the middle of handling a message)
+            asyncio.get_running_loop().call_soon(self._slot_freed)
         t.state = state
         t.reason = reason
         if not t._done.done():
@@ -703,6 +733,7 @@ class TransferManager:
         )
 
     async def close(self) -> None:
+        self._closed = True
         for t in list(self.outgoing.values()) + list(self.incoming.values()):
             if not t.finished:
                 self._fail(t, "this peer disconnected", notify=True)

@@ -284,7 +284,7 @@ HOSTILE = [
     ("../../etc/passwd", "passwd"),
     ("/abs", "abs"),
     ("con", "_con"),
-    ("x" * 1000, "x" * 120),
+    ("x" * 1000, "x" * 200),
     ("a\x00b.txt", "ab.txt"),
     ("..", "file"),
     ("..\\..\\windows\\evil.bat", "evil.bat"),
