@@ -327,7 +327,6 @@ class TransferManager:
             )
             transfer = OutgoingTransfer(self, peer_id, offer, path)
             self.outgoing[(offer.id, peer_id)] = transfer
-            quota.prune(self.outgoing, self.settings.history)
             transfers[peer_id] = transfer
             self.mesh.send(peer_id, offer.encode())
         return FileShare(self.runner, transfers)
@@ -404,7 +403,6 @@ class TransferManager:
         refusal = quota.offer_refusal(self.incoming.values(), peer_id, self.settings)
         t = IncomingTransfer(self, offer, peer_id, self.peer_name(peer_id))
         self.incoming[offer.id] = t
-        quota.prune(self.incoming, self.settings.history)
         if offer.size > self.settings.max_file_bytes:
             self._decline_now(
                 t, f"larger than the receiver's limit of {self.settings.max_file_bytes} bytes"
@@ -709,6 +707,11 @@ class TransferManager:
         t.reason = reason
         if not t._done.done():
             t._done.set_result(state)
+        # keep a bounded history: a peer's offers must not grow memory for ever
+        if isinstance(t, IncomingTransfer):
+            quota.prune(self.incoming, self.settings.history)
+        else:
+            quota.prune(self.outgoing, self.settings.history)
 
     def _summary(self, t: _Record) -> dict[str, Any]:
         return {
