@@ -80,6 +80,10 @@ class TransferSettings:
     """Free space of the downloads folder that accepting never uses: an offer
     is accepted only if its size, plus what every accepted transfer still has
     to write, plus this, fits in the free space."""
+    stall_timeout: float | None = 120.0
+    """An accepted incoming transfer whose open link brings no data for this
+    long fails (``no data for ...``), so a peer cannot hold slots of
+    ``max_active`` and open files for ever; None: never."""
     history: int = 256
     """Finished transfers (done, declined, failed) remembered in each
     direction; older ones are forgotten, so a peer's offers cannot grow memory."""
@@ -183,6 +187,7 @@ class IncomingTransfer(_Record):
         self._file: IO[bytes] | None = None
         self._hash = hashlib.sha256()
         self._acked = 0
+        self._last_data = 0.0
         self.record: ReceivedFile | None = None
         self.auto = False
         """Accepted without asking, as soon as the transfer limits allow."""
@@ -292,6 +297,7 @@ class TransferManager:
         self.received: dict[str, ReceivedFile] = {}
         self._tasks = TaskSet("transfers")
         self._closed = False
+        self._tasks.spawn(self._watch_stalls(), "stall-watch")
         self.chunk_hook: Callable[[str, int, bytes], bytes] | None = None
         """Test hook: rewrites each outgoing chunk payload (transfer id, offset, data)."""
 
@@ -481,7 +487,7 @@ class TransferManager:
             self._decline_now(t, f"receiver cannot write: {exc}")
             raise TransferError(f"cannot save to {folder}: {exc}") from exc
         t.state = "receiving"
-        t.started = time.monotonic()
+        t.started = t._last_data = time.monotonic()
         self._send(t.peer_id, "file-accept", t.id, offset=0)
         if t.size == 0:
             self._progress(t, force=True)
@@ -516,6 +522,7 @@ class TransferManager:
             self._fail(t, f"cannot write {t.safe_name}: {exc}", notify=True)
             return
         t._hash.update(payload)
+        t._last_data = time.monotonic()
         t.bytes += len(payload)
         if t.bytes - t._acked >= self.settings.ack_every or t.bytes == t.size:
             t._acked = t.bytes
@@ -654,8 +661,21 @@ class TransferManager:
         t._file.flush()
         t.state = "receiving"
         t._acked = t.bytes
+        t._last_data = time.monotonic()
         log.info("resuming %s from byte %d", t.name, t.bytes)
         self._send(t.peer_id, "file-accept", t.id, offset=t.bytes)
+
+    async def _watch_stalls(self) -> None:
+        """Fail accepted transfers that stopped bringing data (see ``stall_timeout``)."""
+        while True:
+            timeout = self.settings.stall_timeout
+            await asyncio.sleep(5.0 if timeout is None else min(5.0, max(0.05, timeout / 4)))
+            if timeout is None:
+                continue
+            now = time.monotonic()
+            for t in list(self.incoming.values()):
+                if t.state == "receiving" and now - t._last_data > timeout:
+                    self._fail(t, f"no data for {timeout:g}s", notify=True)
 
     def _cancel_resume_timer(self, t: _Record) -> None:
         if t._resume_timer is not None:

@@ -245,3 +245,25 @@ async def test_dataframe_reading_is_checked_against_its_metadata(
     with pytest.raises(DataFrameTooLarge, match="bytes; the limit is 10 "):
         rec.dataframe(max_bytes=10)
     pd.testing.assert_frame_equal(rec.dataframe(), small)
+
+
+async def test_a_stalled_transfer_gives_its_slot_back(make_peer: MakePeer, tmp_path: Path) -> None:
+    """A peer that has its offers accepted and then sends nothing would hold
+    slots (and open files) for ever: after ``stall_timeout`` they fail."""
+    a, b = await pair(make_peer, tmp_path)
+    b.transfer_settings.stall_timeout = 0.5
+    b.transfer_settings.max_active_per_peer = 1
+    offers, fails = b.events("file_offer"), b.events("transfer_failed")
+    held = await stalled(a, b, offers, 1)
+    ev = await fails.wait_for("transfer_failed", timeout=10)
+    assert ev.data["reason"] == "no data for 0.5s"
+    assert held[0].state == "failed"
+    assert not [p for p in (tmp_path / "b").iterdir() if p.name.endswith(".part")]
+    # a real transfer, slower than the timeout overall, is not a stall
+    b.set_auto_accept(1 << 30)
+    src = tmp_path / "steady.bin"
+    digest = make_file(src, 5_000_000)
+    got = b.events("file_received")
+    share = await a.share_file(src)
+    assert sha((await got.get(timeout=60)).data.path) == digest
+    assert await share.wait(timeout=10) == {b.peer_id: "done"}
