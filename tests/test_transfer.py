@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import signal
@@ -465,3 +466,26 @@ async def test_share_dataframe_leaves_no_temp_folder(
     assert len(listing(temp)) == 1
     await a.disconnect()
     assert listing(temp) == []
+
+
+async def test_a_resume_of_a_pending_offer_keeps_it_pending(
+    make_peer: MakePeer, tmp_path: Path
+) -> None:
+    """A sender that (like older versions) asks to resume an offer nobody has
+    answered gets the offer kept pending, not failed."""
+    a, b = await pair(make_peer, tmp_path)
+    src = tmp_path / "x.bin"
+    digest = make_file(src, 100_000)
+    offers, fails = b.events("file_offer"), b.events("transfer_failed")
+    inbox = b.events("message", "file_received")
+    share = await a.share_file(src)
+    offer = (await offers.get(timeout=10)).data
+    out = share.transfers[b.peer_id]
+    a._mesh.send(b.peer_id, dataclasses.replace(out.offer, resume=True).encode())  # type: ignore[union-attr]
+    await a.send_message("after the resume", to=b.peer_id)
+    await inbox.wait_for("message", timeout=10)
+    assert fails.drain() == []
+    assert b.offers == [offer]
+    await offer.accept()
+    assert sha((await inbox.wait_for("file_received", timeout=30)).data.path) == digest
+    assert await share.wait(timeout=10) == {b.peer_id: "done"}
