@@ -137,7 +137,7 @@ def check_dataframe(path: Path, fmt: str, max_rows: int, max_bytes: int) -> None
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        meta = pq.ParquetFile(path).metadata
+        meta = pq.read_metadata(path)
         rows = meta.num_rows
         size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         what = "uncompressed bytes"

@@ -72,8 +72,9 @@ class TransferSettings:
     """Offers from all peers together waiting for an answer."""
     max_active_per_peer: int = 4
     """Accepted transfers from one peer in progress (each holds a file
-    descriptor and will write to the disk); an offer that would go over it is
-    declined when auto-accepted, and ``accept()`` raises TransferLimitError."""
+    descriptor and will write to the disk). An auto-accepted offer beyond it
+    waits (as a pending offer) until one ends; ``accept()`` raises
+    TransferLimitError and leaves the offer pending."""
     max_active: int = 16
     """Accepted incoming transfers in progress from all peers together."""
     keep_free_bytes: int = 64 * 2**20
@@ -669,10 +670,18 @@ class TransferManager:
         """Fail accepted transfers that stopped bringing data (see ``stall_timeout``)."""
         while True:
             timeout = self.settings.stall_timeout
-            await asyncio.sleep(5.0 if timeout is None else min(5.0, max(0.05, timeout / 4)))
+            period = 5.0 if timeout is None else min(5.0, max(0.05, timeout / 4))
+            before = time.monotonic()
+            await asyncio.sleep(period)
+            now = time.monotonic()
             if timeout is None:
                 continue
-            now = time.monotonic()
+            if now - before > 2 * period + 1.0:
+                # our own loop was blocked (a long cell without the network
+                # thread): the silence was ours, not the senders'
+                for t in self.incoming.values():
+                    t._last_data = max(t._last_data, now)
+                continue
             for t in list(self.incoming.values()):
                 if t.state == "receiving" and now - t._last_data > timeout:
                     self._fail(t, f"no data for {timeout:g}s", notify=True)
