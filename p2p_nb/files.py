@@ -104,11 +104,6 @@ def safe_file_name(name: str) -> str:
     return prefix + name
 
 
-def is_part_name(name: str) -> bool:
-    """Whether a directory entry is one of our temporary part files."""
-    return name.startswith(PART_PREFIX) and name.endswith(PART_SUFFIX)
-
-
 def create_part(folder: Path) -> tuple[Path, int]:
     """A new, empty part file in ``folder`` under a name chosen here; (path, fd).
 

@@ -200,6 +200,10 @@ class IncomingTransfer(_Record):
         return label if self.kind == "dataframe" and isinstance(label, str) else self.safe_name
 
     async def accept(self) -> None:
+        """Start receiving. Raises :class:`TransferLimitError` (the offer stays
+        pending) while ``max_active_per_peer`` / ``max_active`` transfers are in
+        progress, or when the disk cannot hold it next to what the accepted
+        transfers still need (the offer is then declined)."""
         await self._runner(self._manager.accept(self))
 
     async def decline(self, reason: str = "declined") -> None:

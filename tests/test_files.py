@@ -126,7 +126,8 @@ def test_part_names_are_ours_and_distinct(tmp_path: Path) -> None:
     for _ in range(50):
         path, fd = create_part(tmp_path)
         os.close(fd)
-        assert files.is_part_name(path.name)
+        assert path.name.startswith(".p2p-")
+        assert path.name.endswith(".part")
         names.add(path.name)
     assert len(names) == 50
 
