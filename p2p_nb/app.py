@@ -30,6 +30,7 @@ from .capabilities import Capabilities
 from .discovery import discover_server
 from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError, TransferError
 from .events import Event, EventBus, EventStream, Handler
+from .files import safe_file_name
 from .ice import StableCertificate
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
@@ -458,20 +459,32 @@ class P2PApp:
             raise ValueError("name must be 1-200 characters")
         targets = self._targets(to)
         folder = Path(tempfile.mkdtemp(prefix="p2p-nb-df-"))
-        path = folder / f"{name.replace('/', '_')}.{format}"
-        await asyncio.to_thread(_write_dataframe, df, path, format, compression)
-        meta = {
-            "name": name,
-            "format": format,
-            "shape": list(df.shape),
-            "columns": [str(c) for c in df.columns[:500]],
-            "dtypes": [str(t) for t in df.dtypes.iloc[:500]],
-        }
-        share = await transfers.share(path, targets, name=path.name, kind="dataframe", meta=meta)
+        # the file name is only what receivers see offered (meta carries the real
+        # name); safe_file_name keeps it a base name within file-system limits
+        path = folder / safe_file_name(f"{name.replace('/', '_')}.{format}")
+        try:
+            await asyncio.to_thread(_write_dataframe, df, path, format, compression)
+            meta = {
+                "name": name,
+                "format": format,
+                "shape": list(df.shape),
+                "columns": [str(c) for c in df.columns[:500]],
+                "dtypes": [str(t) for t in df.dtypes.iloc[:500]],
+            }
+            share = await transfers.share(
+                path, targets, name=path.name, kind="dataframe", meta=meta
+            )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing will ever send it
+            raise
 
         async def cleanup() -> None:
-            await asyncio.gather(*(t._done for t in share.transfers.values()))
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                await asyncio.gather(*(t._done for t in share.transfers.values()))
+            finally:
+                # every transfer has ended (or the app is closing): the senders
+                # have the file open already or never will
+                shutil.rmtree(folder, ignore_errors=True)
 
         assert self._tasks is not None
         self._tasks.spawn(cleanup(), f"cleanup-{name}")

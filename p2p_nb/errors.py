@@ -12,6 +12,9 @@ notebook code can catch one type::
     │   ├── RelayAuthError    a relayed frame was forged, altered or replayed
     │   └── SafetyCodeError   a peer's safety-code nonce broke its commitment
     ├── TransferError         a file transfer failed
+    │   ├── TransferLimitError    a peer went over a limit of ours (offers,
+    │   │                         transfers in progress, disk space)
+    │   └── DataFrameTooLarge     a received DataFrame is above the reading limit
     ├── PreviewRefused        a received table is too big or odd to preview safely
     ├── PeerUnavailable       no open link to the peer asked for
     ├── TurnError             the TURN server gave us no relay address
@@ -79,6 +82,21 @@ class SafetyCodeError(ProtocolError):
 
 class TransferError(P2PError):
     """Raised when a file transfer is declined, cancelled, corrupted or cut."""
+
+
+class TransferLimitError(TransferError):
+    """A peer's offer was refused because it would go over one of our limits
+    (``TransferSettings``: pending offers, transfers in progress, disk space).
+    ``limit`` names the setting; nothing already received is touched."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class DataFrameTooLarge(TransferError):
+    """A received DataFrame declares more rows or bytes than the reader allows;
+    pass a larger ``max_rows`` / ``max_bytes`` to read it anyway."""
 
 
 class PreviewRefused(P2PError):

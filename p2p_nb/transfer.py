@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -23,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import protocol
-from .errors import PeerUnavailable, ProtocolError, TransferError
-from .files import part_path, publish, safe_file_name
+from . import protocol, quota
+from .errors import PeerUnavailable, ProtocolError, TransferError, TransferLimitError
+from .files import create_part, publish, safe_file_name
 from .mesh import Mesh
 from .tasks import TaskSet
 
@@ -65,6 +66,28 @@ class TransferSettings:
     progress_interval: float = 0.25
     auto_accept_max_bytes: int | None = None
     """Accept offers up to this size without asking; None asks every time."""
+    max_pending_offers_per_peer: int = 16
+    """Offers from one peer waiting for an answer; more are declined at once."""
+    max_pending_offers: int = 64
+    """Offers from all peers together waiting for an answer."""
+    max_active_per_peer: int = 4
+    """Accepted transfers from one peer in progress (each holds a file
+    descriptor and will write to the disk). An auto-accepted offer beyond it
+    waits (as a pending offer) until one ends; ``accept()`` raises
+    TransferLimitError and leaves the offer pending."""
+    max_active: int = 16
+    """Accepted incoming transfers in progress from all peers together."""
+    keep_free_bytes: int = 64 * 2**20
+    """Free space of the downloads folder that accepting never uses: an offer
+    is accepted only if its size, plus what every accepted transfer still has
+    to write, plus this, fits in the free space."""
+    stall_timeout: float | None = 120.0
+    """An accepted incoming transfer whose open link brings no data for this
+    long fails (``no data for ...``), so a peer cannot hold slots of
+    ``max_active`` and open files for ever; None: never."""
+    history: int = 256
+    """Finished transfers (done, declined, failed) remembered in each
+    direction; older ones are forgotten, so a peer's offers cannot grow memory."""
 
     def window_for(self, rtt: float | None) -> int:
         """The sender's window on a link with this round-trip time (seconds)."""
@@ -131,6 +154,9 @@ class OutgoingTransfer(_Record):
         self.offer = offer
         self.path = path
         self.acked = 0
+        self.accepted = False
+        """Whether the receiver ever accepted: after a link drop an accepted
+        transfer is offered again as a resume, an unanswered one as itself."""
         self.starts: list[int] = []
         """Byte offsets the sending started from: [0] normally, more after resumes."""
         self._acked_event = asyncio.Event()
@@ -156,10 +182,16 @@ class IncomingTransfer(_Record):
         self.meta = offer.meta
         self.sha256 = offer.sha256
         self.safe_name = safe_file_name(offer.name)
+        self.part: Path | None = None
+        """The part file, named by us when the transfer was accepted: what a
+        resume continues, and what is deleted if it fails."""
         self._file: IO[bytes] | None = None
         self._hash = hashlib.sha256()
         self._acked = 0
+        self._last_data = 0.0
         self.record: ReceivedFile | None = None
+        self.auto = False
+        """Accepted without asking, as soon as the transfer limits allow."""
 
     @property
     def key(self) -> str:
@@ -168,6 +200,10 @@ class IncomingTransfer(_Record):
         return label if self.kind == "dataframe" and isinstance(label, str) else self.safe_name
 
     async def accept(self) -> None:
+        """Start receiving. Raises :class:`TransferLimitError` (the offer stays
+        pending) while ``max_active_per_peer`` / ``max_active`` transfers are in
+        progress, or when the disk cannot hold it next to what the accepted
+        transfers still need (the offer is then declined)."""
         await self._runner(self._manager.accept(self))
 
     async def decline(self, reason: str = "declined") -> None:
@@ -187,13 +223,30 @@ class ReceivedFile:
     kind: str
     meta: dict[str, Any]
 
-    def dataframe(self) -> pandas.DataFrame:
-        """Read a shared DataFrame back (Parquet keeps every dtype and the index)."""
+    def dataframe(
+        self,
+        *,
+        max_rows: int = quota.MAX_DATAFRAME_ROWS,
+        max_bytes: int = quota.MAX_DATAFRAME_BYTES,
+    ) -> pandas.DataFrame:
+        """Read a shared DataFrame back (Parquet keeps every dtype and the index).
+
+        The sender chose the file: before any data is read, its declared rows
+        and uncompressed size (Parquet metadata; for CSV the file size) are
+        checked against ``max_rows`` and ``max_bytes``, so a small file that
+        decompresses to gigabytes raises :class:`DataFrameTooLarge` instead of
+        filling the kernel's memory. Pass larger limits to read it anyway.
+        """
         import pandas as pd
 
         if self.kind != "dataframe":
             raise TransferError(f"{self.name!r} is a plain file, not a DataFrame")
         fmt = self.meta.get("format")
+        if fmt in ("parquet", "csv"):
+            try:
+                quota.check_dataframe(self.path, fmt, max_rows, max_bytes)
+            except (OSError, ValueError) as exc:  # pyarrow's errors are ValueErrors
+                raise TransferError(f"cannot read {self.name!r}: {exc}") from exc
         if fmt == "parquet":
             return pd.read_parquet(self.path, engine="pyarrow")
         if fmt == "csv":
@@ -248,6 +301,8 @@ class TransferManager:
         self.incoming: dict[str, IncomingTransfer] = {}
         self.received: dict[str, ReceivedFile] = {}
         self._tasks = TaskSet("transfers")
+        self._closed = False
+        self._tasks.spawn(self._watch_stalls(), "stall-watch")
         self.chunk_hook: Callable[[str, int, bytes], bytes] | None = None
         """Test hook: rewrites each outgoing chunk payload (transfer id, offset, data)."""
 
@@ -334,15 +389,29 @@ class TransferManager:
     # ============================================================== receive
     def on_offer(self, peer_id: str, offer: protocol.FileOffer) -> None:
         existing = self.incoming.get(offer.id)
+        if existing is not None and existing.peer_id == peer_id:
+            if dataclasses.replace(offer, resume=False) != existing.offer:
+                self.emit("error", peer_id, ProtocolError(f"offer {offer.id} changed"))
+            elif existing.finished:
+                # our answer was lost with the link: give it again
+                kind = {"done": "file-done", "declined": "file-decline"}.get(
+                    existing.state, "file-cancel"
+                )
+                self._send(peer_id, kind, offer.id, offset=existing.bytes, reason=existing.reason)
+            elif existing.state != "offered":
+                # accepted here: the sender lost the link (and maybe our
+                # file-accept) and asks again, as a resume or as the offer itself
+                self._resume_incoming(existing)
+            # else: the offer still waiting for an answer, sent again after a link
+            # drop (as itself, or as a resume by an older sender): it stays pending
+            return
         if offer.resume:
-            if existing is None or existing.peer_id != peer_id or existing.finished:
-                self._send(peer_id, "file-cancel", offer.id, reason="unknown transfer")
-                return
-            self._resume_incoming(existing)
+            self._send(peer_id, "file-cancel", offer.id, reason="unknown transfer")
             return
         if existing is not None:
             self.emit("error", peer_id, ProtocolError(f"duplicate offer {offer.id}"))
             return
+        refusal = quota.offer_refusal(self.incoming.values(), peer_id, self.settings)
         t = IncomingTransfer(self, offer, peer_id, self.peer_name(peer_id))
         self.incoming[offer.id] = t
         if offer.size > self.settings.max_file_bytes:
@@ -350,33 +419,80 @@ class TransferManager:
                 t, f"larger than the receiver's limit of {self.settings.max_file_bytes} bytes"
             )
             return
+        if refusal is not None:
+            self._refuse(t, refusal)
+            return
         self.emit("file_offer", peer_id, t)
         cap = self.settings.auto_accept_max_bytes
         if cap is not None and offer.size <= cap:
-            self._tasks.spawn(self._auto_accept(t), f"accept-{t.id}")
+            t.auto = True
+            self._auto_accept_waiting()
 
-    async def _auto_accept(self, t: IncomingTransfer) -> None:
-        with contextlib.suppress(TransferError):  # already declined and reported
-            await self.accept(t)
+    def _refuse(self, t: IncomingTransfer, refusal: TransferLimitError) -> None:
+        """Decline an offer over one of our limits: the peer gets the reason,
+        the local user an ``error`` event naming the peer and the limit."""
+        self._decline_now(t, str(refusal))
+        who = self.peer_name(t.peer_id)
+        error = TransferLimitError(f"declined {t.safe_name!r} from {who}: {refusal}", refusal.limit)
+        self.emit("error", t.peer_id, error)
+
+    def _auto_accept_waiting(self) -> None:
+        """Accept the auto-accepted offers that wait for a free slot, oldest first.
+
+        Offers over ``max_active_per_peer`` / ``max_active`` are not declined
+        but wait (they count as pending offers, which are capped): they start
+        as transfers in progress end.
+        """
+        for t in list(self.incoming.values()):
+            if not (t.auto and t.state == "offered"):
+                continue
+            try:
+                self._accept_now(t, auto=True)
+            except TransferLimitError as exc:
+                if exc.limit == "max_active":
+                    return  # no slot for anyone
+            except TransferError:
+                pass  # declined and reported
+
+    def _slot_freed(self) -> None:
+        if not self._closed:
+            self._auto_accept_waiting()
 
     async def accept(self, t: IncomingTransfer) -> None:
+        """Start receiving ``t``.
+
+        Over a count limit (transfers in progress) the offer stays pending and
+        :class:`TransferLimitError` says why, so it can be accepted later; too
+        little disk space (counting what accepted transfers still need)
+        declines it.
+        """
+        self._accept_now(t, auto=False)
+
+    def _accept_now(self, t: IncomingTransfer, *, auto: bool) -> None:
         if t.state != "offered":
             raise TransferError(f"transfer {t.name!r} is {t.state}, not waiting for an answer")
         folder = self.settings.download_dir
         try:
             folder.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(folder).free
-            if t.size > free:
-                raise TransferError(f"{t.size} bytes do not fit in {folder} ({free} free)")
-            t._file = part_path(folder, t.id).open("wb")
         except OSError as exc:
             self._decline_now(t, f"receiver cannot write: {exc}")
             raise TransferError(f"cannot save to {folder}: {exc}") from exc
-        except TransferError as exc:
-            self._decline_now(t, str(exc))
-            raise
+        refusal = quota.accept_refusal(self.incoming.values(), t, self.settings, free)
+        if refusal is not None:
+            if refusal.limit == "disk_space":
+                self._refuse(t, refusal)
+            elif auto:
+                log.info("offer %s waits for a free slot: %s", t.id, refusal)
+            raise refusal
+        try:
+            t.part, fd = create_part(folder)
+            t._file = os.fdopen(fd, "wb")
+        except OSError as exc:
+            self._decline_now(t, f"receiver cannot write: {exc}")
+            raise TransferError(f"cannot save to {folder}: {exc}") from exc
         t.state = "receiving"
-        t.started = time.monotonic()
+        t.started = t._last_data = time.monotonic()
         self._send(t.peer_id, "file-accept", t.id, offset=0)
         if t.size == 0:
             self._progress(t, force=True)
@@ -411,6 +527,7 @@ class TransferManager:
             self._fail(t, f"cannot write {t.safe_name}: {exc}", notify=True)
             return
         t._hash.update(payload)
+        t._last_data = time.monotonic()
         t.bytes += len(payload)
         if t.bytes - t._acked >= self.settings.ack_every or t.bytes == t.size:
             t._acked = t.bytes
@@ -424,7 +541,8 @@ class TransferManager:
             return
         t._file.close()
         t._file = None
-        part = part_path(self.settings.download_dir, t.id)
+        part = t.part
+        assert part is not None
         if t._hash.hexdigest() != t.sha256:
             self._fail(
                 t, "SHA-256 mismatch: the file was corrupted; nothing was saved", notify=True
@@ -432,6 +550,7 @@ class TransferManager:
             return
         try:
             final = publish(part, self.settings.download_dir, t.safe_name)
+            t.part = None
         except OSError as exc:
             self._fail(t, f"cannot save {t.safe_name}: {exc}", notify=True)
             return
@@ -463,6 +582,7 @@ class TransferManager:
                 self._fail(out, "receiver asked to resume past the end", notify=True)
                 return
             self._cancel_resume_timer(out)
+            out.accepted = True
             self._start_sending(out, msg.offset)
         elif kind == "file-ack" and out is not None:
             out.acked = max(out.acked, min(msg.offset, out.size))
@@ -499,9 +619,17 @@ class TransferManager:
         elif state == "connected":
             for t in self._with(peer_id):
                 if t.state == "interrupted" and isinstance(t, OutgoingTransfer):
-                    self.mesh.send(
-                        peer_id, protocol.FileOffer(**{**t.offer.__dict__, "resume": True}).encode()
-                    )
+                    if t.accepted:
+                        # the receiver holds a part file: it answers with its byte count
+                        offer = dataclasses.replace(t.offer, resume=True)
+                    else:
+                        # never accepted: there is nothing to resume, only an offer
+                        # still waiting (or lost with the link), so it is sent again
+                        # as itself and waits for an answer, like any offer
+                        self._cancel_resume_timer(t)
+                        t.state = "offered"
+                        offer = t.offer
+                    self.mesh.send(peer_id, offer.encode())
         elif state in ("lost", "closed"):
             for t in self._with(peer_id):
                 self._fail(t, f"peer {self.peer_name(peer_id)} is gone ({state})", notify=False)
@@ -538,8 +666,29 @@ class TransferManager:
         t._file.flush()
         t.state = "receiving"
         t._acked = t.bytes
+        t._last_data = time.monotonic()
         log.info("resuming %s from byte %d", t.name, t.bytes)
         self._send(t.peer_id, "file-accept", t.id, offset=t.bytes)
+
+    async def _watch_stalls(self) -> None:
+        """Fail accepted transfers that stopped bringing data (see ``stall_timeout``)."""
+        while True:
+            timeout = self.settings.stall_timeout
+            period = 5.0 if timeout is None else min(5.0, max(0.05, timeout / 4))
+            before = time.monotonic()
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if timeout is None:
+                continue
+            if now - before > 2 * period + 1.0:
+                # our own loop was blocked (a long cell without the network
+                # thread): the silence was ours, not the senders'
+                for t in self.incoming.values():
+                    t._last_data = max(t._last_data, now)
+                continue
+            for t in list(self.incoming.values()):
+                if t.state == "receiving" and now - t._last_data > timeout:
+                    self._fail(t, f"no data for {timeout:g}s", notify=True)
 
     def _cancel_resume_timer(self, t: _Record) -> None:
         if t._resume_timer is not None:
@@ -576,15 +725,26 @@ class TransferManager:
         if t._file is not None:
             t._file.close()
             t._file = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part_path(self.settings.download_dir, t.id))
+        if t.part is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(t.part)
+            t.part = None
 
     def _finish(self, t: _Record, state: str, reason: str) -> None:
         self._cancel_resume_timer(t)
+        if isinstance(t, IncomingTransfer) and t.state in quota.ACTIVE_STATES:
+            # a slot is free: a waiting auto-accepted offer may start (not from
+            # inside this call, which may be in the middle of handling a message)
+            asyncio.get_running_loop().call_soon(self._slot_freed)
         t.state = state
         t.reason = reason
         if not t._done.done():
             t._done.set_result(state)
+        # keep a bounded history: a peer's offers must not grow memory for ever
+        if isinstance(t, IncomingTransfer):
+            quota.prune(self.incoming, self.settings.history)
+        else:
+            quota.prune(self.outgoing, self.settings.history)
 
     def _summary(self, t: _Record) -> dict[str, Any]:
         return {
@@ -609,6 +769,7 @@ class TransferManager:
         )
 
     async def close(self) -> None:
+        self._closed = True
         for t in list(self.outgoing.values()) + list(self.incoming.values()):
             if not t.finished:
                 self._fail(t, "this peer disconnected", notify=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -284,7 +286,7 @@ HOSTILE = [
     ("../../etc/passwd", "passwd"),
     ("/abs", "abs"),
     ("con", "_con"),
-    ("x" * 1000, "x" * 120),
+    ("x" * 1000, "x" * 200),
     ("a\x00b.txt", "ab.txt"),
     ("..", "file"),
     ("..\\..\\windows\\evil.bat", "evil.bat"),
@@ -414,3 +416,76 @@ def test_the_send_window_is_short_on_loopback_and_grows_with_the_round_trip() ->
     assert s.window_for(0.05) == int(0.05 * s.window_rate)  # 3.2 MB for a 50 ms link
     assert s.window_for(5.0) == s.max_window
     assert s.ack_every * 2 <= s.window  # the receiver acknowledges well inside it
+
+
+async def test_a_pending_offer_survives_a_link_drop(make_peer: MakePeer, tmp_path: Path) -> None:
+    """An offer nobody had answered used to come back as a ``resume``, which
+    the receiver (holding no part file) failed: a link blip killed every
+    pending offer. It is offered again as itself and stays pending."""
+    a, b = await pair(make_peer, tmp_path)
+    src = tmp_path / "later.bin"
+    digest = make_file(src, 3_000_000)
+    offers, fails = b.events("file_offer"), b.events("transfer_failed")
+    fails_a = a.events("transfer_failed")
+    back_a, inbox = a.events("peer_connected"), b.events("message", "file_received")
+    share = await a.share_file(src)
+    offer = (await offers.get(timeout=10)).data
+    await b._mesh.links[a.peer_id].pc.close()  # type: ignore[union-attr]
+    await back_a.wait_for("peer_connected", lambda e: e.peer_id == b.peer_id, timeout=30)
+    # the sender offered again when the link came back, before this message
+    # (one ordered channel): once it has arrived, the offer has been handled
+    await a.send_message("back", to=b.peer_id)
+    await inbox.wait_for("message", timeout=10)
+    assert fails.drain() == []
+    assert fails_a.drain() == []
+    assert b.offers == [offer]
+    assert offers.drain() == []  # the same offer, not a second one
+    await offer.accept()
+    got = await inbox.wait_for("file_received", timeout=60)
+    assert sha(got.data.path) == digest
+    assert await share.wait(timeout=10) == {b.peer_id: "done"}
+    assert share.transfers[b.peer_id].starts == [0]
+
+
+async def test_share_dataframe_leaves_no_temp_folder(
+    make_peer: MakePeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await pair(make_peer, tmp_path)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    # Parquet cannot hold a column of ints, strings and dicts: writing it fails
+    bad = pd.DataFrame({"mixed": [1, "two", {"three": 3}]})
+    with pytest.raises((ValueError, TypeError)):
+        await a.share_dataframe(bad, name="bad")
+    assert listing(temp) == []
+    # an offer still open when the app goes: its folder goes too
+    offers = b.events("file_offer")
+    await a.share_dataframe(pd.DataFrame({"x": [1, 2]}), name="never_accepted")
+    await offers.get(timeout=10)
+    assert len(listing(temp)) == 1
+    await a.disconnect()
+    assert listing(temp) == []
+
+
+async def test_a_resume_of_a_pending_offer_keeps_it_pending(
+    make_peer: MakePeer, tmp_path: Path
+) -> None:
+    """A sender that (like older versions) asks to resume an offer nobody has
+    answered gets the offer kept pending, not failed."""
+    a, b = await pair(make_peer, tmp_path)
+    src = tmp_path / "x.bin"
+    digest = make_file(src, 100_000)
+    offers, fails = b.events("file_offer"), b.events("transfer_failed")
+    inbox = b.events("message", "file_received")
+    share = await a.share_file(src)
+    offer = (await offers.get(timeout=10)).data
+    out = share.transfers[b.peer_id]
+    a._mesh.send(b.peer_id, dataclasses.replace(out.offer, resume=True).encode())  # type: ignore[union-attr]
+    await a.send_message("after the resume", to=b.peer_id)
+    await inbox.wait_for("message", timeout=10)
+    assert fails.drain() == []
+    assert b.offers == [offer]
+    await offer.accept()
+    assert sha((await inbox.wait_for("file_received", timeout=30)).data.path) == digest
+    assert await share.wait(timeout=10) == {b.peer_id: "done"}
