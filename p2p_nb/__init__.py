@@ -10,16 +10,23 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (
     AuthError,
+    DataFrameTooLarge,
+    InviteError,
     NameRefused,
     P2PError,
     P2PTimeoutError,
     PeerUnavailable,
     ProtocolError,
+    RelayAuthError,
     ResumeRefused,
+    RoomSecretError,
+    SafetyCodeError,
     SignalingError,
     TransferError,
+    TransferLimitError,
     TurnError,
 )
+from .invite import new_room_secret
 
 if TYPE_CHECKING:
     from .app import P2PApp
@@ -29,18 +36,25 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthError",
     "ChatPanel",
+    "DataFrameTooLarge",
     "Event",
+    "InviteError",
     "NameRefused",
     "P2PApp",
     "P2PError",
     "P2PTimeoutError",
     "PeerUnavailable",
     "ProtocolError",
+    "RelayAuthError",
     "ResumeRefused",
+    "RoomSecretError",
+    "SafetyCodeError",
     "SignalingError",
     "TransferError",
+    "TransferLimitError",
     "TurnError",
     "__version__",
+    "new_room_secret",
 ]
 
 

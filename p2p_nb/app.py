@@ -28,10 +28,18 @@ from aiortc import RTCIceServer
 from . import protocol
 from .capabilities import Capabilities
 from .discovery import discover_server
-from .errors import P2PError, PeerUnavailable, ProtocolError, SignalingError, TransferError
+from .errors import (
+    InviteError,
+    P2PError,
+    PeerUnavailable,
+    ProtocolError,
+    SignalingError,
+    TransferError,
+)
 from .events import Event, EventBus, EventStream, Handler
 from .files import safe_file_name
 from .ice import StableCertificate
+from .invite import Invite, format_invite, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
@@ -56,6 +64,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_HISTORY = 10_000
+DEFAULT_INVITE_TTL = 24 * 3600.0
+PUBLIC_URL_ENV = "P2P_NB_PUBLIC_URL"
+"""The base URL others reach the signaling service at: what invites name (the
+Jupyter extension sets it for its kernels from its ``public_url`` trait)."""
 """Chat messages kept in ``app.messages`` (oldest dropped first)."""
 DATAFRAME_FORMATS = ("parquet", "csv")
 
@@ -168,6 +180,10 @@ class P2PApp:
         self._custom_types: dict[str, int] = {}
         self._relay_allowed = False
         self._room_key: RoomKey | None = None
+        self._room_secret: str | None = None
+        """The secret we joined with (never sent; put in the invites we make)."""
+        self._invite: Invite | None = None
+        self._public_url: str | None = None
         self._certificate = StableCertificate()
         """One DTLS certificate for all our connections: reconnects keep their safety code."""
         self.transfer_settings = transfer_settings or TransferSettings()
@@ -201,9 +217,20 @@ class P2PApp:
         download_dir: str | os.PathLike[str] | None = None,
         auto_accept_max_bytes: int | None = None,
         mesh_settings: MeshSettings | None = None,
+        invite: str | None = None,
+        public_url: str | None = None,
         timeout: float = 10.0,
     ) -> P2PApp:
         """Connect to a signaling service.
+
+        ``invite``: an invite link (from :meth:`create_invite`, on any machine):
+        it names the server, the room and its secret, so ``url`` and ``token``
+        are not needed and :meth:`join_room` needs only a name. Raises
+        :class:`~p2p_nb.errors.InviteError` for a malformed link and
+        :class:`~p2p_nb.errors.AuthError` with the server's reason for one it
+        refuses (expired, revoked, altered, another server). ``public_url``: the
+        base URL others reach this signaling service at, for the invites we make
+        (default: ``$P2P_NB_PUBLIC_URL``, else what the server says, else ``url``).
 
         Without ``url`` the Jupyter server this kernel runs under is used (its
         URL and token are discovered). ``ice_servers`` defaults to none: peers
@@ -216,6 +243,12 @@ class P2PApp:
         ``mesh_settings`` tunes liveness (ping period, pong timeout), the
         ``quality`` event period, reconnection and the relay fallback.
         """
+        parsed: Invite | None = None
+        if invite is not None:
+            parsed = parse_invite(invite)
+            if url is not None and url.rstrip("/") != parsed.server_url.rstrip("/"):
+                raise InviteError(f"the invite is for {parsed.server_url}, not {url}")
+            url, token = parsed.server_url, parsed.token
         if url is None:
             found = discover_server()
             if found is None:
@@ -237,6 +270,8 @@ class P2PApp:
             transfer_settings=settings,
             mesh_settings=mesh_settings,
         )
+        app._invite = parsed
+        app._public_url = public_url or os.environ.get(PUBLIC_URL_ENV) or None
         try:
             await app._start(url, token, timeout)
         except BaseException:
@@ -263,7 +298,7 @@ class P2PApp:
     @_networked
     async def join_room(
         self,
-        room: str,
+        room: str | None = None,
         name: str | None = None,
         *,
         capabilities: Capabilities | dict[str, Any] | None = None,
@@ -278,15 +313,24 @@ class P2PApp:
         members and never sent anywhere: every peer must have the same one, and
         a signaling server cannot sit in the middle or read relayed frames
         (see docs/protocol.md, "Room secret"). Raises
-        :class:`~p2p_nb.errors.RoomSecretError` for an unusable secret.
+        :class:`~p2p_nb.errors.RoomSecretError` for an unusable secret. After
+        ``connect(invite=...)`` the room and the secret come from the invite.
         """
         signaling = self._require_signaling()
         if self.room is not None:
             raise SignalingError(f"already in room {self.room!r}; leave_room() first", "joined")
+        if self._invite is not None:
+            if room is not None and room != self._invite.room:
+                raise InviteError(f"the invite is for room {self._invite.room!r}, not {room!r}")
+            room = self._invite.room
+            secret = secret if secret is not None else self._invite.secret
+        if room is None:
+            raise ValueError("join_room needs a room (or an app connected with an invite)")
         # scrypt takes a fraction of a second: off the loop
         self._room_key = (
             await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
         )
+        self._room_secret = secret
         name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
         if capabilities is not None:
             self._capabilities = _as_capabilities(capabilities)
@@ -301,6 +345,29 @@ class P2PApp:
         for replay in held:
             replay()
         return result.peer_id
+
+    @_networked
+    async def create_invite(self, ttl: float = DEFAULT_INVITE_TTL) -> str:
+        """An invite link to our room, valid ``ttl`` seconds (60 s to 30 days;
+        default one day), for anyone to join with ``P2PApp.connect(invite=...)``
+        from any machine that reaches this signaling service. It carries the
+        room secret after ``#`` (never sent to a server), if the room has one:
+        join with ``secret=p2p_nb.new_room_secret()`` to keep the signaling
+        operator out. Revoke it with :meth:`revoke_invite`."""
+        if self.room is None:
+            raise SignalingError("join a room before inviting to it", "not_joined")
+        reply = await self._require_signaling().create_invite(ttl)
+        server = self._public_url or reply.get("server_url") or self.url
+        return format_invite(
+            str(server), str(reply["room"]), str(reply["token"]), self._room_secret
+        )
+
+    @_networked
+    async def revoke_invite(self, invite: str) -> None:
+        """Revoke an invite we made (its link, or the token alone): nobody joins
+        with it any more, and those who came with it are disconnected."""
+        token = parse_invite(invite).token if "://" in invite else invite
+        await self._require_signaling().revoke_invite(token)
 
     def _hold(self, handler: Callable[..., None], *args: Any) -> bool:
         """While a join is in flight, keep a signaling event for later (True if kept)."""

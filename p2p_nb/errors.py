@@ -41,10 +41,12 @@ class SignalingError(P2PError):
 
 
 class AuthError(SignalingError):
-    """Raised when the signaling service rejects our credentials."""
+    """Raised when the signaling service rejects our credentials: a missing or
+    wrong token, or an invite that is expired, revoked, altered, from another
+    server or for another room (the message says which)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="unauthorized")
+    def __init__(self, message: str, code: str = "unauthorized") -> None:
+        super().__init__(message, code=code)
 
 
 class NameRefused(SignalingError):

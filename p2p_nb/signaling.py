@@ -30,6 +30,7 @@ from .errors import (
     ResumeRefused,
     SignalingError,
 )
+from .invite import INVITE_PREFIX
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ REFUSALS: dict[str, type[SignalingError]] = {
     "name_taken": NameRefused,
     "invalid_resume": ResumeRefused,
     "peer_in_use": ResumeRefused,
+    "forbidden_room": AuthError,
+    "forbidden": AuthError,
 }
 """Server error codes that get their own exception class (the rest: SignalingError)."""
 
@@ -134,6 +137,38 @@ def normalise_base_url(url: str) -> str:
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def is_invite_token(token: object) -> bool:
+    return isinstance(token, str) and token.startswith(INVITE_PREFIX)
+
+
+async def check_invite(base: str, token: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask the server (``GET p2p/invite``) whether it takes this invite; an
+    :class:`AuthError` with its reason if not (expired, revoked, altered...)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(base + "p2p/invite", headers={"Authorization": f"token {token}"}) as resp,
+        ):
+            status = resp.status
+            body = await resp.json(content_type=None) if status in (200, 403) else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise SignalingError(
+            f"cannot reach the signaling server at {base}: {exc}", "unreachable"
+        ) from exc
+    if status == 200 and isinstance(body, dict) and body.get("ok") is True:
+        return body
+    if status == 404:
+        raise SignalingError(
+            f"no p2p-nb invite endpoint at {base}p2p/invite (HTTP 404): an older server?",
+            "not_found",
+        )
+    reason = body.get("reason") if isinstance(body, dict) else None
+    raise AuthError(
+        f"the signaling server at {base} refused the invite: "
+        f"{reason if isinstance(reason, str) else f'HTTP {status}'}"
+    )
 
 
 class SignalingClient:
@@ -338,11 +373,16 @@ class SignalingClient:
                 f"the signaling server at {base} refused the connection ({refusal})",
                 "too_many_connections",
             )
+        if refusal.startswith("unauthorized") and is_invite_token(token):
+            return AuthError(f"the signaling server at {base} refused the invite ({refusal})")
         if refusal.startswith("unauthorized"):
             return AuthError(
                 f"the signaling server at {base} refused the connection ({refusal}); "
                 "pass the token printed by p2p-nb-signal with token=..."
             )
+        if is_invite_token(token):
+            assert token is not None
+            await check_invite(base, token)  # raises AuthError with the server's reason
         headers = {"Authorization": f"token {token}"} if token else {}
         try:
             timeout = aiohttp.ClientTimeout(total=5)
@@ -452,6 +492,17 @@ class SignalingClient:
 
     async def signal(self, to: str, payload: dict[str, Any], *, timeout: float = 10.0) -> None:
         await self._call("signal", {"to": to, **payload}, timeout)
+
+    async def create_invite(self, ttl: float, *, timeout: float = 10.0) -> dict[str, Any]:
+        """An invite token to our room: ``{"token", "room", "id", "expires"}``
+        (and ``"server_url"`` when the server knows its public address)."""
+        reply = await self._call("invite", {"ttl": ttl}, timeout)
+        if not is_invite_token(reply.get("token")) or not isinstance(reply.get("room"), str):
+            raise SignalingError("malformed invite reply: no token or room", "bad_reply")
+        return reply
+
+    async def revoke_invite(self, token: str, *, timeout: float = 10.0) -> None:
+        await self._call("revoke_invite", {"token": token}, timeout)
 
     async def leave(self, *, timeout: float = 5.0) -> None:
         self._membership = None

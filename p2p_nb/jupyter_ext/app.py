@@ -29,6 +29,8 @@ from .handlers import (
 URL_ENV = "P2P_NB_URL"
 TOKEN_ENV = "P2P_NB_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 ROOT_ENV = "P2P_NB_ROOT_DIR"
+PUBLIC_URL_ENV = "P2P_NB_PUBLIC_URL"
+"""Set for kernels when ``public_url`` is: the address their invites name."""
 WILDCARD_IPS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, never bound)
 
 
@@ -156,6 +158,8 @@ class P2PExtensionApp(ExtensionApp):
             # lets the panel link received files to this server's /files/ handler
             ROOT_ENV: absolute_root(serverapp),
         }
+        if self.public_url:
+            self._exported[PUBLIC_URL_ENV] = self.public_url
         os.environ.update(self._exported)
         self.log.info("p2p_nb: signaling at %sp2p/; %s set for kernels", url, URL_ENV)
 

@@ -1,0 +1,231 @@
+"""Invite links: one room, for a while, revocable, from any machine; on a
+Jupyter server an invite opens the p2p socket and nothing else."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from p2p_nb import AuthError, InviteError, new_room_secret
+from p2p_nb.app import P2PApp
+from p2p_nb.invite import parse_invite
+
+from .conftest import RunningServer, start_server
+from .jupyter_server import JupyterServer, run_jupyter_server
+from .kernels import server_kernels
+from .test_mesh import wait_mesh
+from .test_room_secret import SignalLog
+
+pytestmark = pytest.mark.anyio
+
+
+async def host(server: RunningServer, secret: str | None = None) -> P2PApp:
+    """A token holder in room ``team``."""
+    app = await P2PApp.connect(server.url, server.token, thread=False)
+    await app.join_room("team", name="ana", secret=secret)
+    return app
+
+
+async def test_an_invite_brings_a_guest_into_the_room_with_its_secret(
+    signal_server: RunningServer,
+) -> None:
+    secret = new_room_secret()
+    ana = await host(signal_server, secret)
+    log = SignalLog(signal_server)
+    try:
+        link = await ana.create_invite(ttl=600)
+        invite = parse_invite(link)
+        assert invite.room == "team"
+        assert invite.secret == secret
+        assert link.startswith(signal_server.url + "p2p/join?room=team&invite=inv1.")
+        assert repr(invite).count("inv1.") == 0  # the token stays out of logs
+        ben = await P2PApp.connect(invite=link, thread=False)  # nothing else
+        try:
+            assert await ben.join_room(name="ben")
+            assert ben.room == "team"
+            await wait_mesh([ana, ben])
+            inbox = ana.events("message")
+            await ben.send_message("hi from a guest")
+            assert (await inbox.get(timeout=10)).data.text == "hi from a guest"
+            assert all(len(s.get("auth", "")) == 64 for s in log.signals if "sdp" in s)
+            assert not any(secret in repr(s) for s in log.signals)
+        finally:
+            await ben.disconnect()
+    finally:
+        log.close()
+        await ana.disconnect()
+
+
+async def test_an_invite_is_confined_to_its_room_and_cannot_invite(
+    signal_server: RunningServer,
+) -> None:
+    ana = await host(signal_server)
+    try:
+        invite = parse_invite(await ana.create_invite())
+        guest = await P2PApp.connect(signal_server.url, invite.token, thread=False)
+        try:
+            with pytest.raises(AuthError, match="other"):
+                await guest.join_room("other", name="ben")
+            assert guest.room is None
+            await guest.join_room("team", name="ben")
+            with pytest.raises(AuthError, match="cannot invite"):
+                await guest.create_invite()
+        finally:
+            await guest.disconnect()
+        app = await P2PApp.connect(invite=invite.url, thread=False)
+        try:
+            with pytest.raises(InviteError, match="room 'team'"):
+                await app.join_room("other", name="cy")
+        finally:
+            await app.disconnect()
+    finally:
+        await ana.disconnect()
+
+
+async def test_expired_altered_and_foreign_invites_are_refused_with_the_reason(
+    signal_server: RunningServer, tmp_path: Path
+) -> None:
+    ana = await host(signal_server)
+    try:
+        link = await ana.create_invite(ttl=60)
+        token = parse_invite(link).token
+        payload = token[len("inv1.") :].split(".")[0]
+        altered = link.replace(payload, payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB"))
+        with pytest.raises(AuthError, match="altered"):
+            await P2PApp.connect(invite=altered, thread=False)
+        other = await start_server()
+        try:
+            foreign = link.replace(signal_server.url, other.url)
+            with pytest.raises(AuthError, match="another server"):
+                await P2PApp.connect(invite=foreign, thread=False)
+        finally:
+            await other.stop()
+        books = signal_server.service.invites
+        books._clock = lambda: time.time() + 120  # the invite's minute is over
+        with pytest.raises(AuthError, match="expired"):
+            await P2PApp.connect(invite=link, thread=False)
+    finally:
+        await ana.disconnect()
+
+
+async def test_a_revoked_invite_lets_nobody_in_and_its_guests_out(
+    signal_server: RunningServer,
+) -> None:
+    ana = await host(signal_server)
+    try:
+        link = await ana.create_invite()
+        ben = await P2PApp.connect(invite=link, thread=False)
+        try:
+            await ben.join_room(name="ben")
+            lost = ben.events("signaling_lost")
+            left = ana.events("peer_left")
+            await ana.revoke_invite(link)
+            await lost.get(timeout=10)
+            assert (await left.get(timeout=20)).peer_id == ben.peer_id
+            with pytest.raises(AuthError, match="revoked"):
+                await P2PApp.connect(invite=link, thread=False)
+        finally:
+            await ben.disconnect()
+        # only its maker may revoke it
+        other = await P2PApp.connect(signal_server.url, signal_server.token, thread=False)
+        second = await ana.create_invite()
+        try:
+            await other.join_room("team", name="cy")
+            await other.revoke_invite(second)  # same token, same identity: allowed
+        finally:
+            await other.disconnect()
+    finally:
+        await ana.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("link", "why"),
+    [
+        ("ftp://host/p2p/join?room=a&invite=inv1.x", "http"),
+        ("http://host/p2p/other?room=a&invite=inv1.x", "path"),
+        ("http://host/p2p/join?invite=inv1.x", "one room"),
+        ("http://host/p2p/join?room=a&room=b&invite=inv1.x", "one room"),
+        ("http://host/p2p/join?room=a&invite=token", "invite token"),
+        ("http://host/p2p/join?room=a", "invite token"),
+        ("x" * 9000, "8192"),
+    ],
+)
+async def test_a_malformed_invite_link_is_an_invite_error(link: str, why: str) -> None:
+    with pytest.raises(InviteError, match=why):
+        await P2PApp.connect(invite=link, thread=False)
+
+
+KERNEL_HOST = """
+import p2p_nb, pandas as pd
+app = await p2p_nb.P2PApp.connect()
+await app.join_room("lab", name="ana", secret=p2p_nb.new_room_secret())
+links = app.events("peer_connected")
+inbox = app.events("message")
+print(await app.create_invite(ttl=3600))
+"""
+
+KERNEL_GUEST = """
+import asyncio, p2p_nb
+app = await p2p_nb.P2PApp.connect(invite={link!r})
+files = app.events("file_offer", "file_received")
+links = app.events("peer_connected")
+await app.join_room(name="ben")
+async with asyncio.timeout(30):
+    while not app.connected_peers():
+        await links.get()
+await app.send_message("hello from another server")
+print(app.room)
+"""
+
+
+async def test_kernels_of_two_jupyter_servers_meet_by_invite(
+    jupyter_server: JupyterServer, tmp_path: Path
+) -> None:
+    """Kernel A makes an invite on its server; kernel B, under another Jupyter
+    server, joins with nothing but it; they chat and share a DataFrame. With
+    the same token, A's REST API, kernels and terminals stay closed."""
+    with run_jupyter_server(tmp_path) as other:
+        async with server_kernels(jupyter_server, 1) as (ka,), server_kernels(other, 1) as (kb,):
+            link = (await ka.run(KERNEL_HOST)).strip().splitlines()[-1]
+            assert link.startswith(jupyter_server.url + "p2p/join?room=lab&invite=inv1.")
+            assert (await kb.run(KERNEL_GUEST.format(link=link))).strip() == "lab"
+            got = await ka.run("e = await inbox.get(timeout=30)\nprint(e.data.text)")
+            assert got.strip() == "hello from another server"
+            await ka.run(
+                "df = pd.DataFrame({'x': range(1000), 'y': ['v'] * 1000})\n"
+                "await app.share_dataframe(df, name='shared')"
+            )
+            got = await kb.run(
+                "offer = (await files.wait_for('file_offer', timeout=30)).data\n"
+                "await offer.accept()\n"
+                "rec = (await files.wait_for('file_received', timeout=60)).data\n"
+                "print(rec.dataframe().shape)"
+            )
+            assert got.strip() == "(1000, 2)"
+            token = parse_invite(link).token
+            await only_the_p2p_socket_opens(jupyter_server, token)
+            await kb.run("await app.disconnect()")
+            await ka.run("await app.disconnect()")
+
+
+async def only_the_p2p_socket_opens(server: JupyterServer, token: str) -> None:
+    headers = {"Authorization": f"token {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for method, path in (
+            ("GET", "api/contents"),
+            ("POST", "api/kernels"),
+            ("POST", "api/terminals"),
+            ("GET", "api/sessions"),
+            ("GET", "lab"),
+            ("GET", "p2p/health"),
+        ):
+            async with http.request(method, server.url + path, allow_redirects=False) as resp:
+                assert resp.status in (302, 401, 403), (method, path, resp.status)
+                if resp.status == 302:  # a login page, never the resource
+                    assert "login" in resp.headers["Location"]
+        async with http.get(server.url + "p2p/invite") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["room"] == "lab"
