@@ -5,7 +5,8 @@ notebook code can catch one type::
 
     P2PError
     ├── SignalingError        the signaling service refused or lost us
-    │   └── AuthError         the token was missing or wrong
+    │   ├── AuthError         the token was missing or wrong
+    │   └── AppClosed         the app was disconnected; create a new one
     ├── ProtocolError         a peer or server sent something malformed
     ├── TransferError         a file transfer failed
     ├── PeerUnavailable       no open link to the peer asked for
@@ -35,6 +36,15 @@ class AuthError(SignalingError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="unauthorized")
+
+
+class AppClosed(SignalingError):
+    """Raised by every call on an app after ``disconnect()``: its network loop
+    and signaling connection are gone for good. A ``SignalingError`` (code
+    ``"closed"``) because that is what such calls raised before it existed."""
+
+    def __init__(self, message: str = "this app is disconnected; create a new one") -> None:
+        super().__init__(message, code="closed")
 
 
 class ProtocolError(P2PError):
