@@ -196,6 +196,9 @@ class P2PApp:
         self.url: str = ""
         self._closed = False
         self._held: list[Callable[[], None]] | None = None
+        self._holds = 0
+        """Rejoins being handled; signaling events are held while any is."""
+        self._rejoin_lock = asyncio.Lock()
         self._unconfirmed: set[str] = set()
         """Peers the server's roster lacked when we rejoined while our link to
         them was still open: after a server restart they may not be back yet.
@@ -868,38 +871,48 @@ class P2PApp:
                 return
             self._emit("signaling_restored", None, {"resumed": False, "room": None})
             return
+        if self._closed:
+            return
+        # Hold what the server sends from now on (presence, offers for a new
+        # id) until this rejoin is handled: the roster comes first, and a
+        # closing mesh never sees what is meant for the next one.
+        self._holds += 1
+        if self._held is None:
+            self._held = []
         assert self._tasks is not None
+        self._tasks.spawn(self._handle_rejoin(result), "rejoin")
+
+    async def _handle_rejoin(self, result: JoinResult) -> None:
+        """One rejoin at a time (a second drop may come while one starts over)."""
+        try:
+            async with self._rejoin_lock:
+                await self._apply_rejoin(result)
+        finally:
+            self._holds -= 1
+            if self._holds == 0:
+                held, self._held = self._held or [], None
+                for replay in held:
+                    replay()
+
+    async def _apply_rejoin(self, result: JoinResult) -> None:
         if self.room is None or self._mesh is None:
             # we left while the rejoin was under way: out again
             signaling = self._signaling
-            if signaling is not None:
-                self._tasks.spawn(self._quietly(signaling.leave()), "leave-after-rejoin")
+            if signaling is not None and not self._closed:
+                await self._quietly(signaling.leave())
             self._emit("signaling_restored", None, {"resumed": False, "room": None})
             return
         if result.peer_id == self.peer_id:
             self._resumed(result)
             return
-        # The server gave us a new id: every link must be made again. What the
-        # server sends for the new id (peers, their offers) waits until the new
-        # mesh exists; the old one, closing, must never see it.
-        if self._held is None:
-            self._held = []
-
-        async def start_over() -> None:
-            try:
-                old = dict(self._peers)
-                await self._settle_links()
-                await self._leave_mesh()
-                for pid, peer in old.items():
-                    self._emit("peer_left", pid, {"name": peer.name, "reason": "rejoined"})
-                self._enter_room(result)
-            finally:
-                held, self._held = self._held or [], None
-            for replay in held:
-                replay()
-            self._emit("signaling_restored", None, {"resumed": False, "room": result.room})
-
-        self._tasks.spawn(start_over(), "rejoin")
+        # The server gave us a new id: every link must be made again.
+        old = dict(self._peers)
+        await self._settle_links()
+        await self._leave_mesh()
+        for pid, peer in old.items():
+            self._emit("peer_left", pid, {"name": peer.name, "reason": "rejoined"})
+        self._enter_room(result)
+        self._emit("signaling_restored", None, {"resumed": False, "room": result.room})
 
     def _resumed(self, result: JoinResult) -> None:
         """Back under our id: the join reply's roster is who is in the room now.
