@@ -196,13 +196,15 @@ async def test_status_reads_from_the_kernel_thread_while_links_churn(
     def kernel_thread() -> None:
         while not stop.is_set():
             try:
-                a.connected_peers()
+                for _ in range(10):  # what iterates the links the most
+                    a.connected_peers()
                 for pid in a.peers:
                     with contextlib.suppress(P2PError):  # it left meanwhile: an answer
                         a.connection_status(pid)
-                a.all_connection_qualities()
                 a.all_remote_capabilities()
                 a.offers  # noqa: B018
+                if reads[0] % 20 == 0:
+                    a.all_connection_qualities()
                 reads[0] += 1
             except Exception as exc:
                 errors.append(exc)
@@ -215,7 +217,7 @@ async def test_status_reads_from_the_kernel_thread_while_links_churn(
     ]
     joined_left = a.events("peer_joined", "peer_left")
     try:
-        for round_ in range(8):
+        for round_ in range(10):
             for i, app in enumerate(churn):
                 await app.join_room("room1", name=f"c{round_}-{i}")
             # leaving mid-handshake makes aiortc's own tasks fail noisily
@@ -232,7 +234,7 @@ async def test_status_reads_from_the_kernel_thread_while_links_churn(
     assert errors == []
     assert reads[0] > 0
     events: list[Event] = joined_left.drain()
-    assert len([e for e in events if e.name == "peer_joined"]) >= 8, "no churn: proves nothing"
+    assert len([e for e in events if e.name == "peer_joined"]) >= 40, "no churn: proves nothing"
 
 
 async def test_snapshot_runs_on_the_network_thread(make_peer: MakePeer) -> None:
