@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    AppClosed,
     AuthError,
     DataFrameTooLarge,
     InviteError,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .widgets import ChatPanel
 
 __all__ = [
+    "AppClosed",
     "AuthError",
     "ChatPanel",
     "DataFrameTooLarge",

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import getpass
+import inspect
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ from . import protocol
 from .capabilities import Capabilities
 from .discovery import discover_server
 from .errors import (
+    AppClosed,
     InviteError,
     P2PError,
     PeerUnavailable,
@@ -70,14 +72,21 @@ PUBLIC_URL_ENV = "P2P_NB_PUBLIC_URL"
 Jupyter extension sets it for its kernels from its ``public_url`` trait)."""
 """Chat messages kept in ``app.messages`` (oldest dropped first)."""
 DATAFRAME_FORMATS = ("parquet", "csv")
+SETTLE_TIMEOUT = 1.0
+"""Seconds leaving waits for open links to settle (acks both ways, see
+``Outgoing.drain``) before it tells the server: a peer that does not answer
+delays a leave by at most this."""
 
 
 def _networked(
     fn: Callable[Concatenate[P2PApp, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[P2PApp, P], Coroutine[Any, Any, T]]:
-    """Run the coroutine on the app's network loop, whichever loop awaits it."""
+    """Run the coroutine on the app's network loop, whichever loop awaits it;
+    :class:`AppClosed` after ``disconnect()`` (whose loop may be gone)."""
 
     async def wrapper(self: P2PApp, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._closed:
+            raise AppClosed()
         coro = fn(self, *args, **kwargs)
         if self._net is None:
             return await coro
@@ -188,8 +197,7 @@ class P2PApp:
         """One DTLS certificate for all our connections: reconnects keep their safety code."""
         self.transfer_settings = transfer_settings or TransferSettings()
         self._transfers: TransferManager | None = None
-        self.received: dict[str, ReceivedFile] = {}
-        """Verified files and DataFrames received, by name (the latest of a name wins)."""
+        self._received: dict[str, ReceivedFile] = {}
         self._bus = EventBus()
         self._signaling: SignalingClient | None = None
         self._mesh: Mesh | None = None
@@ -197,13 +205,20 @@ class P2PApp:
         self._peers: dict[str, RemotePeer] = {}
         self._last_seq: dict[str, int] = {}
         self._seq = 0
-        self.messages: deque[protocol.ChatMessage] = deque(maxlen=MAX_HISTORY)
+        self._messages: deque[protocol.ChatMessage] = deque(maxlen=MAX_HISTORY)
         self.peer_id: str | None = None
         self.room: str | None = None
         self.name: str = ""
         self.url: str = ""
         self._closed = False
         self._held: list[Callable[[], None]] | None = None
+        self._holds = 0
+        """Rejoins being handled; signaling events are held while any is."""
+        self._rejoin_lock = asyncio.Lock()
+        self._unconfirmed: set[str] = set()
+        """Peers the server's roster lacked when we rejoined while our link to
+        them was still open: after a server restart they may not be back yet.
+        One whose link then closes (before the server announces it) has left."""
 
     # ----------------------------------------------------------------- set-up
     @classmethod
@@ -399,7 +414,7 @@ class P2PApp:
             peer_name=lambda pid: self._peers[pid].name if pid in self._peers else pid,
             settings=self.transfer_settings,
         )
-        self._transfers.received = self.received
+        self._transfers.received = self._received
         self._emit("joined", None, {"room": result.room, "peer_id": result.peer_id})
         for peer in result.peers:
             self._add_peer(peer)
@@ -407,46 +422,79 @@ class P2PApp:
     @_networked
     async def leave_room(self) -> None:
         """Leave the room: every link closes; the signaling connection stays."""
+        await self._leave()
+
+    async def _settle_links(self) -> None:
+        """Every open link sends what it owes and hears its acks (in parallel)."""
+        mesh = self._mesh
+        if mesh is not None:
+            links = list(mesh.links.values())
+            await asyncio.gather(
+                *(link.out.drain(SETTLE_TIMEOUT) for link in links), return_exceptions=True
+            )
+
+    async def _leave(self) -> None:
         if self.room is None:
             return
-        if self._signaling is not None and self._signaling.connected:
-            try:
-                await self._signaling.leave()
-            except P2PError as exc:
-                log.info("leave: %s", exc)
-        await self._leave_mesh()
-        self.room = None
-        self.peer_id = None
+        try:
+            # before the server tells the room: peers must not see us go with
+            # their last messages unconfirmed
+            await self._settle_links()
+            if self._signaling is not None and self._signaling.connected:
+                try:
+                    await self._signaling.leave()
+                except P2PError as exc:
+                    log.info("leave: %s", exc)
+        finally:
+            await self._leave_mesh()
+            self.room = None
+            self.peer_id = None
 
     async def _leave_mesh(self) -> None:
-        if self._transfers is not None:
-            await self._transfers.close()
-        self._transfers = None
-        if self._mesh is not None:
-            await self._mesh.close()
-        self._mesh = None
-        self._peers.clear()
-        self._remote_caps.clear()
-        self._last_seq.clear()
-        release_memory()
+        try:
+            if self._transfers is not None:
+                await self._transfers.close()
+        finally:
+            self._transfers = None
+            try:
+                if self._mesh is not None:
+                    await self._mesh.close()
+            finally:
+                self._mesh = None
+                self._peers.clear()
+                self._unconfirmed.clear()
+                self._remote_caps.clear()
+                self._last_seq.clear()
+                release_memory()
 
     async def disconnect(self) -> None:
-        """Leave, close every peer connection and stop all background work."""
+        """Leave, close every peer connection and stop all background work.
+
+        Every step runs even if one before it fails (that failure is raised
+        after the rest); from then on every call raises :class:`AppClosed`."""
         if self._closed:
             return
-        await self._disconnect()
-        if self._net is not None:
-            self._net.stop()
+        try:
+            await self._disconnect()
+        finally:
+            if self._net is not None:
+                self._net.stop()
 
     @_networked
     async def _disconnect(self) -> None:
         self._closed = True
-        await self.leave_room()
-        if self._signaling is not None:
-            await self._signaling.close()
-        if self._tasks is not None:
-            await self._tasks.aclose()
-        self._emit("disconnected", None, {})
+        try:
+            await self._leave()
+        finally:
+            try:
+                if self._signaling is not None:
+                    await self._signaling.close()
+            finally:
+                try:
+                    if self._tasks is not None:
+                        await self._tasks.aclose()
+                finally:
+                    self._emit("disconnected", None, {})
 
     # --------------------------------------------------------------- messages
     @_networked
@@ -472,7 +520,7 @@ class P2PApp:
             sender_name=self.name,
         )
         self._send_in_order(msg.encode(), msg.seq, to)
-        self.messages.append(msg)
+        self._messages.append(msg)
         self._emit("message_sent", to, msg)  # so views of app.messages see our own lines too
         return msg
 
@@ -560,12 +608,18 @@ class P2PApp:
     @property
     def offers(self) -> list[IncomingTransfer]:
         """Incoming offers still waiting for ``accept()`` or ``decline()``."""
-        if self._transfers is None:
-            return []
-        return [t for t in self._transfers.incoming.values() if t.state == "offered"]
+
+        def read() -> list[IncomingTransfer]:
+            if self._transfers is None:
+                return []
+            return [t for t in self._transfers.incoming.values() if t.state == "offered"]
+
+        return self._live(read, [])
 
     def set_auto_accept(self, max_bytes: int | None) -> None:
         """Accept offers up to ``max_bytes`` without asking; ``None`` turns it off."""
+        if self._closed:
+            raise AppClosed()
         self.transfer_settings.auto_accept_max_bytes = max_bytes
 
     def _require_transfers(self) -> TransferManager:
@@ -590,25 +644,71 @@ class P2PApp:
         return await self._net.run(coro)
 
     # ----------------------------------------------------------------- status
+    # The network thread changes the mesh, the peers and the transfers at any
+    # moment; the kernel's thread (and a widget's) reads them. Every read below
+    # hops to the network loop and returns a copy made there (see
+    # NetworkThread.call), so no caller ever iterates a dict being changed.
+    def _snapshot(self, fn: Callable[[], T]) -> T:
+        """``fn()`` evaluated on the network loop (at once if we are on it)."""
+        net = self._net
+        if net is None or net.is_current:
+            return fn()
+        return net.call(fn)
+
+    def _live(self, fn: Callable[[], T], closed: T) -> T:
+        """A snapshot of live state; ``closed`` (nobody, nothing) once disconnected."""
+        if self._closed:
+            return closed
+        try:
+            return self._snapshot(fn)
+        except AppClosed:
+            return closed
+
+    @property
+    def received(self) -> dict[str, ReceivedFile]:
+        """Verified files and DataFrames received, by name (the latest of a name
+        wins): a copy, still readable after ``disconnect()``."""
+        if self._closed:
+            return dict(self._received)
+        return self._snapshot(lambda: dict(self._received))
+
+    @property
+    def messages(self) -> list[protocol.ChatMessage]:
+        """The chat so far (at most the last ``MAX_HISTORY``), oldest first: a
+        copy, still readable after ``disconnect()``."""
+        if self._closed:
+            return list(self._messages)
+        return self._snapshot(lambda: list(self._messages))
+
     def connected_peers(self) -> list[str]:
         """Peer ids messages reach now: an open data channel, or a relayed link."""
-        return self._mesh.connected_peers() if self._mesh is not None else []
+        return self._live(
+            lambda: self._mesh.connected_peers() if self._mesh is not None else [], []
+        )
 
-    def connection_status(self, peer_id: str) -> LinkStatus:
+    def _link_of(self, peer_id: str) -> Any:
+        if self._closed:
+            raise AppClosed()
         if self._mesh is None or peer_id not in self._mesh.links:
             raise PeerUnavailable(f"no peer {peer_id!r} in this room")
-        return self._mesh.links[peer_id].status()
+        return self._mesh.links[peer_id]
+
+    def connection_status(self, peer_id: str) -> LinkStatus:
+        status: LinkStatus = self._snapshot(lambda: self._link_of(peer_id).status())
+        return status
 
     def connection_quality(self, peer_id: str) -> ConnectionQuality:
         """RTT (our pings, and aiortc's SCTP estimate), bytes and messages each way,
         send buffer, state and time connected of the link to ``peer_id``."""
-        if self._mesh is None or peer_id not in self._mesh.links:
-            raise PeerUnavailable(f"no peer {peer_id!r} in this room")
-        return self._mesh.links[peer_id].quality()
+        quality: ConnectionQuality = self._snapshot(lambda: self._link_of(peer_id).quality())
+        return quality
 
     def all_connection_qualities(self) -> dict[str, ConnectionQuality]:
-        links = dict(self._mesh.links) if self._mesh is not None else {}
-        return {pid: link.quality() for pid, link in links.items()}
+        def read() -> dict[str, ConnectionQuality]:
+            links = self._mesh.links if self._mesh is not None else {}
+            return {pid: link.quality() for pid, link in links.items()}
+
+        return self._live(read, {})
 
     @_networked
     async def validate_mesh(self, *, timeout: float = 2.0, heal: bool = True) -> MeshValidation:
@@ -680,12 +780,19 @@ class P2PApp:
         return caps
 
     def remote_capabilities(self, peer_id: str) -> Capabilities:
-        if peer_id not in self._peers:
-            raise PeerUnavailable(f"no peer {peer_id!r} in this room")
-        return self._remote_caps.get(peer_id, Capabilities())
+        def read() -> Capabilities:
+            if self._closed:
+                raise AppClosed()
+            if peer_id not in self._peers:
+                raise PeerUnavailable(f"no peer {peer_id!r} in this room")
+            return self._remote_caps.get(peer_id, Capabilities())
+
+        return self._snapshot(read)
 
     def all_remote_capabilities(self) -> dict[str, Capabilities]:
-        return {pid: self._remote_caps.get(pid, Capabilities()) for pid in list(self._peers)}
+        return self._live(
+            lambda: {pid: self._remote_caps.get(pid, Capabilities()) for pid in self._peers}, {}
+        )
 
     def find_peers_with_service(self, name: str) -> list[str]:
         """Peer ids (sorted) that advertise the service ``name``."""
@@ -721,6 +828,8 @@ class P2PApp:
         every received message of the application-defined ``type``; returns a
         function that unregisters it. Types without a handler arrive as
         ``unknown_message`` events."""
+        if self._closed:
+            raise AppClosed()
         if type in protocol.BUILTIN_TYPES:
             raise ValueError(f"{type!r} is a built-in message type")
         protocol.encode_custom(type, {})  # validates the name
@@ -755,24 +864,37 @@ class P2PApp:
     @property
     def peers(self) -> dict[str, PeerInfo]:
         """Everyone in the room but us, with the state of our link to them."""
-        links = self._mesh.links if self._mesh is not None else {}
-        return {
-            pid: PeerInfo(
-                peer_id=pid,
-                name=p.name,
-                state=links[pid].state if pid in links else "new",
-                capabilities=p.capabilities,
-            )
-            for pid, p in list(self._peers.items())
-        }
+
+        def read() -> dict[str, PeerInfo]:
+            links = self._mesh.links if self._mesh is not None else {}
+            return {
+                pid: PeerInfo(
+                    peer_id=pid,
+                    name=p.name,
+                    state=links[pid].state if pid in links else "new",
+                    capabilities=p.capabilities,
+                )
+                for pid, p in self._peers.items()
+            }
+
+        return self._live(read, {})
 
     # ----------------------------------------------------------------- events
     def events(self, *names: str) -> EventStream:
-        """An async iterator of events (all, or only ``names``) from now on."""
+        """An async iterator of events (all, or only ``names``) from now on.
+
+        It buffers (up to ``MAX_QUEUED_EVENTS``) until read, for as long as it
+        is alive: it is released as soon as nothing refers to it any more
+        (``await app.events("message").get()`` leaves nothing behind), when
+        ``close()``/``aclose()`` is called, or at the end of ``async with``/``with``."""
+        if self._closed:
+            raise AppClosed()
         return self._bus.stream(frozenset(names))
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call ``handler(event)`` for every ``name`` event; returns an unsubscribe function."""
+        if self._closed:
+            raise AppClosed()
         return self._bus.on(name, handler)
 
     def _emit(self, name: str, peer_id: str | None, data: Any) -> None:
@@ -781,7 +903,7 @@ class P2PApp:
     # ------------------------------------------------------ signaling → mesh
     def _require_signaling(self) -> SignalingClient:
         if self._closed or self._signaling is None:
-            raise SignalingError("this app is disconnected; create a new one", "closed")
+            raise AppClosed()
         return self._signaling
 
     def _require_mesh(self) -> Mesh:
@@ -793,7 +915,11 @@ class P2PApp:
         assert self._mesh is not None
         if peer.peer_id in self._peers:
             # already known: a peer re-announced after a signaling server restart
+            self._unconfirmed.discard(peer.peer_id)
             self._set_remote_caps(peer.peer_id, peer.capabilities, announce=True)
+            link = self._mesh.links.get(peer.peer_id)
+            if link is not None and link.state == "lost":
+                link.restart()  # it is back: so is a link we had given up on
             return
         self._peers[peer.peer_id] = peer
         self._set_remote_caps(peer.peer_id, peer.capabilities, announce=False)
@@ -822,38 +948,99 @@ class P2PApp:
         await self._require_signaling().relay(peer_id, data)
 
     def _on_rejoined(self, result: JoinResult | None, error: Exception | None) -> None:
-        """Signaling is back: same identity (nobody noticed), or a new one."""
+        """Signaling is back: same identity (nobody noticed), or a new one; or
+        a rejoin failed (``error``), and the signaling client tries again."""
         if result is None:
             if error is not None:
-                self._emit("error", None, error)
+                self._emit(
+                    "error",
+                    None,
+                    SignalingError(
+                        f"rejoining room {self.room!r} failed, trying again: {error}",
+                        getattr(error, "code", "rejoin_failed"),
+                    ),
+                )
+                return
             self._emit("signaling_restored", None, {"resumed": False, "room": None})
             return
-        if self._mesh is not None and result.peer_id == self.peer_id:
-            # fresh TURN credentials for the connections made from now on
-            self._mesh.ice_servers = self._ice_servers + _ice_servers(result.ice_servers)
-            for peer in result.peers:
-                if peer.peer_id != self.peer_id:
-                    self._add_peer(peer)
-            self._emit("signaling_restored", None, {"resumed": True, "room": result.room})
+        if self._closed:
             return
-
-        async def start_over() -> None:
-            # The server gave us a new id: every link must be made again.
-            old = dict(self._peers)
-            await self._leave_mesh()
-            for pid, peer in old.items():
-                self._emit("peer_left", pid, {"name": peer.name, "reason": "rejoined"})
-            self._enter_room(result)
-            self._emit("signaling_restored", None, {"resumed": False, "room": result.room})
-
+        # Hold what the server sends from now on (presence, offers for a new
+        # id) until this rejoin is handled: the roster comes first, and a
+        # closing mesh never sees what is meant for the next one.
+        self._holds += 1
+        if self._held is None:
+            self._held = []
         assert self._tasks is not None
-        self._tasks.spawn(start_over(), "rejoin")
+        self._tasks.spawn(self._handle_rejoin(result), "rejoin")
+
+    async def _handle_rejoin(self, result: JoinResult) -> None:
+        """One rejoin at a time (a second drop may come while one starts over)."""
+        try:
+            async with self._rejoin_lock:
+                await self._apply_rejoin(result)
+        finally:
+            self._holds -= 1
+            if self._holds == 0:
+                held, self._held = self._held or [], None
+                for replay in held:
+                    replay()
+
+    async def _apply_rejoin(self, result: JoinResult) -> None:
+        if self.room is None or self._mesh is None:
+            # we left while the rejoin was under way: out again
+            signaling = self._signaling
+            if signaling is not None and not self._closed:
+                await self._quietly(signaling.leave())
+            self._emit("signaling_restored", None, {"resumed": False, "room": None})
+            return
+        if result.peer_id == self.peer_id:
+            self._resumed(result)
+            return
+        # The server gave us a new id: every link must be made again.
+        old = dict(self._peers)
+        await self._settle_links()
+        await self._leave_mesh()
+        for pid, peer in old.items():
+            self._emit("peer_left", pid, {"name": peer.name, "reason": "rejoined"})
+        self._enter_room(result)
+        self._emit("signaling_restored", None, {"resumed": False, "room": result.room})
+
+    def _resumed(self, result: JoinResult) -> None:
+        """Back under our id: the join reply's roster is who is in the room now.
+
+        Peers we knew that it lacks left while we were away (their ``peer_left``
+        went to a connection we no longer had), unless our link to them is
+        still open: after a server restart they may simply not be back yet,
+        so they stay until their link closes or the server names them."""
+        assert self._mesh is not None
+        # fresh TURN credentials for the connections made from now on
+        self._mesh.ice_servers = self._ice_servers + _ice_servers(result.ice_servers)
+        roster = {peer.peer_id for peer in result.peers}
+        for peer in result.peers:
+            if peer.peer_id != self.peer_id:
+                self._add_peer(peer)
+        for pid in [p for p in self._peers if p not in roster]:
+            link = self._mesh.links.get(pid)
+            if link is not None and link.state in OPEN_STATES:
+                self._unconfirmed.add(pid)
+            else:
+                self._on_peer_left(pid, "left")
+        self._emit("signaling_restored", None, {"resumed": True, "room": result.room})
+
+    @staticmethod
+    async def _quietly(coro: Awaitable[Any]) -> None:
+        try:
+            await coro
+        except P2PError as exc:
+            log.info("%s", exc)
 
     def _on_peer_left(self, peer_id: str, reason: str) -> None:
         if self._hold(self._on_peer_left, peer_id, reason):
             return
         if self._mesh is None or peer_id not in self._peers:
             return
+        self._unconfirmed.discard(peer_id)
         peer = self._peers.pop(peer_id)
         mesh = self._mesh
 
@@ -900,6 +1087,12 @@ class P2PApp:
                 new = "connected" if data["new"] == "relayed" else data["new"]
                 self._transfers.on_peer_state(peer_id, new)
             self._emit(name, peer_id, data)
+            if (
+                name == "peer_state"
+                and peer_id in self._unconfirmed
+                and data["new"] not in OPEN_STATES
+            ):
+                self._on_peer_left(peer_id, "left")  # not in the roster, and now gone
 
     def _undelivered(self, data: dict[str, list[Any]]) -> dict[str, Any]:
         """What a lost link took with it, as the user's own chat messages."""
@@ -942,7 +1135,7 @@ class P2PApp:
                 sender=peer_id,
                 sender_name=peer.name if peer else peer_id,
             )
-            self.messages.append(received)
+            self._messages.append(received)
             self._emit("message", peer_id, received)
         elif isinstance(msg, protocol.FileOffer) and self._transfers is not None:
             self._transfers.on_offer(peer_id, msg)
@@ -962,9 +1155,11 @@ class P2PApp:
                 self._emit("unknown_message", peer_id, msg)
 
     def __repr__(self) -> str:
+        if self._closed:
+            return f"<P2PApp {self.name!r} disconnected>"
         return (
             f"<P2PApp {self.name!r} peer_id={self.peer_id} room={self.room!r} "
-            f"connected={len(self.connected_peers())}/{len(self._peers)}>"
+            f"connected={len(self.connected_peers())}/{len(self.peers)}>"
         )
 
 
@@ -972,6 +1167,10 @@ def run_blocking(app: P2PApp, awaitable: Awaitable[T], timeout: float | None = N
     """Blocking twin for plain (non-async) code: ``run_blocking(app, app.send_message("hi"))``."""
     if app._net is None:
         raise RuntimeError("run_blocking needs an app created with thread=True")
+    if app._closed or app._net.closed:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        raise AppClosed()
 
     async def wrap() -> T:
         return await awaitable

@@ -7,7 +7,8 @@ notebook code can catch one type::
     ├── SignalingError        the signaling service refused or lost us
     │   ├── AuthError         the token was missing or wrong
     │   ├── NameRefused       our display name is malformed or already used in the room
-    │   └── ResumeRefused     the server would not give our old peer id back
+    │   ├── ResumeRefused     the server would not give our old peer id back
+    │   └── AppClosed         the app was disconnected; create a new one
     ├── ProtocolError         a peer or server sent something malformed
     │   ├── RelayAuthError    a relayed frame was forged, altered or replayed
     │   └── SafetyCodeError   a peer's safety-code nonce broke its commitment
@@ -61,6 +62,15 @@ class ResumeRefused(SignalingError):
     ``"invalid_resume"`` (the secret does not match this server's key or our
     credentials; joining afresh gives a new id) or ``"peer_in_use"`` (a live
     connection holds the id; the server never replaces it)."""
+
+
+class AppClosed(SignalingError):
+    """Raised by every call on an app after ``disconnect()``: its network loop
+    and signaling connection are gone for good. A ``SignalingError`` (code
+    ``"closed"``) because that is what such calls raised before it existed."""
+
+    def __init__(self, message: str = "this app is disconnected; create a new one") -> None:
+        super().__init__(message, code="closed")
 
 
 class ProtocolError(P2PError):

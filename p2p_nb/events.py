@@ -4,6 +4,11 @@ The mesh runs on the network thread, notebooks consume on the kernel's loop and
 widget callbacks may come from a comm subshell: each subscriber remembers the
 loop it was created on and receives events there via ``call_soon_threadsafe``
 (``Queue.put_nowait`` from a foreign thread would not wake that loop).
+
+The bus holds its streams by weak reference: a stream nobody refers to any
+more (``await app.events("message").get()``, a loop that ``break``s out of
+``async for ev in app.events()``) is gone with its buffer, instead of queueing
+up to :data:`MAX_QUEUED_EVENTS` events for ever.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import inspect
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +77,9 @@ def _current_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class EventStream:
-    """An async iterator over events, subscribed from the moment it is created."""
+    """An async iterator over events, subscribed from the moment it is created
+    until it is closed (``close()``, ``aclose()``, the end of ``with``/``async
+    with``) or no longer referenced."""
 
     def __init__(self, bus: EventBus, names: frozenset[str]) -> None:
         loop = _current_loop()
@@ -82,9 +90,10 @@ class EventStream:
         self._names = names
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self.dropped = 0
+        self.closed = False
 
     def _deliver(self, event: Event) -> None:
-        if self._names and event.name not in self._names:
+        if self.closed or (self._names and event.name not in self._names):
             return
         if _current_loop() is self._loop:
             self._put(event)
@@ -103,6 +112,8 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Event:
+        if self.closed and self._queue.empty():
+            raise StopAsyncIteration
         return await self._queue.get()
 
     async def get(self, timeout: float | None = None) -> Event:
@@ -136,12 +147,23 @@ class EventStream:
         return events
 
     def close(self) -> None:
+        """No more events: the stream leaves the bus (what is queued stays readable)."""
+        self.closed = True
         self._bus._unsubscribe(self)
+
+    async def aclose(self) -> None:
+        self.close()
 
     def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -151,20 +173,33 @@ Handler = Callable[[Event], Any]
 class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._streams: list[EventStream] = []
+        self._streams: list[weakref.ref[EventStream]] = []
+        """Weak: a stream the program dropped must not keep buffering."""
         self._handlers: list[tuple[str, Handler, asyncio.AbstractEventLoop | None]] = []
         self._pending: set[Any] = set()
 
     def stream(self, names: frozenset[str]) -> EventStream:
         stream = EventStream(self, names)
         with self._lock:
-            self._streams.append(stream)
+            self._streams.append(weakref.ref(stream))
         return stream
 
     def _unsubscribe(self, stream: EventStream) -> None:
         with self._lock:
-            if stream in self._streams:
-                self._streams.remove(stream)
+            self._streams = [r for r in self._streams if r() not in (None, stream)]
+
+    def _live_streams(self) -> list[EventStream]:
+        """Streams still referenced (dead ones are forgotten here); call with the lock."""
+        live = [s for s in (r() for r in self._streams) if s is not None]
+        if len(live) != len(self._streams):
+            self._streams = [weakref.ref(s) for s in live]
+        return live
+
+    @property
+    def stream_count(self) -> int:
+        """Streams subscribed now (dropped ones no longer count)."""
+        with self._lock:
+            return len(self._live_streams())
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call ``handler(event)`` for each ``name`` event ("*" for all) on the
@@ -182,7 +217,7 @@ class EventBus:
 
     def emit(self, event: Event) -> None:
         with self._lock:
-            streams = list(self._streams)
+            streams = self._live_streams()
             handlers = [h for h in self._handlers if h[0] in (event.name, "*")]
         for stream in streams:
             stream._deliver(event)

@@ -12,8 +12,10 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from .errors import AppClosed, P2PTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class NetworkThread:
     def __init__(self, name: str = "p2p-nb-network") -> None:
         self.loop = _new_loop()
         self._ready = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -55,8 +58,55 @@ class NetworkThread:
     def is_current(self) -> bool:
         return threading.current_thread() is self._thread
 
+    @property
+    def closed(self) -> bool:
+        """Stopped (or stopping): nothing handed over now would ever run."""
+        return self._stopping or self.loop.is_closed()
+
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        """Schedule ``coro`` on the network loop; :class:`AppClosed` once it is
+        stopped (not asyncio's ``RuntimeError("Event loop is closed")``)."""
+        if self.closed:
+            coro.close()
+            raise AppClosed()
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # closed between the check and the call
+            coro.close()
+            raise AppClosed() from None
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """``fn()`` run on the network loop, its result handed back to this thread.
+
+        Reading the mesh's dicts from another thread can hit "dictionary
+        changed size during iteration" (or a half-made change): a read that
+        hops here sees state between two steps of the loop, never during one.
+        On the network thread itself it simply runs."""
+        if self.is_current:
+            return fn()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        if self.closed:
+            raise AppClosed()
+        try:
+            self.loop.call_soon_threadsafe(run)
+        except RuntimeError:
+            raise AppClosed() from None
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            if self.closed:
+                raise AppClosed() from None
+            raise P2PTimeoutError(f"the network thread did not answer within {timeout}s") from None
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the network loop from whatever loop we are on."""
@@ -73,6 +123,7 @@ class NetworkThread:
     def stop(self, timeout: float = 10.0) -> None:
         if self.loop.is_closed():
             return
+        self._stopping = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         if not self.is_current:
             self._thread.join(timeout)

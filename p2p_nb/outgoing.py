@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -60,6 +62,8 @@ class Outgoing:
         self._batch_chars = 0
         self._ack_due: int | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
+        self._pongs: dict[str, asyncio.Future[None]] = {}
+        """Pings of :meth:`drain` waiting for their pong, by id."""
 
     def _open(self) -> bool:
         channel = self.link.channel
@@ -160,13 +164,53 @@ class Outgoing:
         self.unacked.clear()
         return never_sent, unconfirmed
 
+    async def drain(self, timeout: float) -> None:
+        """Before we close this link on purpose (leaving the room): what we owe
+        leaves now and what we sent is settled, so neither side reports
+        messages that "may not have arrived" after a clean exchange.
+
+        The ``chat-ack`` still waiting for its :data:`ACK_DELAY` timer goes at
+        once, followed by a ``ping``: its ``pong`` comes back on the same
+        ordered channel, so when it is here the peer has read our ack. Then we
+        wait (within ``timeout``, in all) for the peer's acks of our own chat.
+        A link that is not open, or a peer that does not answer, costs at most
+        ``timeout``."""
+        if not self._open():
+            return
+        self._send_ack()
+        ping_id = uuid.uuid4().hex[:16]
+        pong = asyncio.get_running_loop().create_future()
+        self._pongs[ping_id] = pong
+        try:
+            self.send(protocol.Ping(id=ping_id, ts=time.time()).encode())
+            self.send_batch()
+            async with asyncio.timeout(timeout):
+                await pong
+                while self.unacked and self._open():
+                    wake = self.link._wake  # set (and replaced) by every ack and state change
+                    await wake.wait()
+        except (TimeoutError, PeerUnavailable) as exc:
+            log.info("link %s: not settled before closing (%r)", self.link.peer_id, exc)
+        finally:
+            self._pongs.pop(ping_id, None)
+
+    def on_pong(self, ping_id: str) -> None:
+        """A ``pong``: the peer has read everything we sent before its ``ping``."""
+        waiter = self._pongs.pop(ping_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def close(self) -> None:
-        """Leaving: what was sent before still leaves; no more acks."""
+        """Closing: what was sent before still leaves, with the ack we owe (the
+        peer would otherwise count its last messages as maybe lost); no acks
+        after this."""
+        if self._open():
+            self._send_ack()
+            self.send_batch()
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
-        if self._open():
-            self.send_batch()
+        self._ack_due = None
 
     # -------------------------------------------------------- chat acks
     def acked(self, seq: int) -> None:

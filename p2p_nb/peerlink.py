@@ -466,6 +466,7 @@ class PeerLink:
             self.send(protocol.Pong(id=msg.id, ts=msg.ts).encode())
         elif isinstance(msg, protocol.Pong):
             self.rtt = max(0.0, time.time() - msg.ts)
+            self.out.on_pong(msg.id)
         elif isinstance(msg, protocol.ChatAck):
             self.out.acked(msg.seq)
         elif isinstance(msg, protocol.MeshReport):

@@ -7,6 +7,9 @@ pair of peers that cannot connect directly (the ``relay`` event).
 A lost connection is re-established on its own (backoff with jitter, without
 end) and the room is re-joined under the same peer id with the resume secret
 the server gave at the first join, so the room sees no one leave or arrive.
+A rejoin the server refuses or does not answer (room full for now, rate
+limited, timed out, the connection dropped again) is tried again with the same
+backoff until it works or the room is left: one reconnect loop at a time.
 """
 
 from __future__ import annotations
@@ -209,6 +212,7 @@ class SignalingClient:
         self.reconnects = 0
         self._closing = False
         self._refusal: str | None = None
+        self._reconnector: asyncio.Task[None] | None = None
         self.base_url = ""
         self._register()
 
@@ -284,58 +288,73 @@ class SignalingClient:
             if not self._closing:
                 log.warning("signaling connection lost (%s)", reason)
                 self._on_disconnected()
-                if self._target is not None:
-                    self._tasks.spawn(self._reconnect_loop(), "reconnect")
+                running = self._reconnector
+                if self._target is not None and (running is None or running.done()):
+                    self._reconnector = self._tasks.spawn(self._reconnect_loop(), "reconnect")
 
     async def _reconnect_loop(self) -> None:
-        """Back to the server, then back into the room under the same id."""
+        """Back to the server, then back into the room under the same id.
+
+        Until both work: a failed rejoin is reported through ``on_rejoined(None,
+        error)`` and tried again after the next backoff delay (reconnecting
+        first if the connection dropped meanwhile). A drop while this runs
+        starts no second loop; this one notices it."""
         assert self._target is not None
         url, token, timeout = self._target
         attempt = 0
         while not self._closing:
             attempt += 1
             await asyncio.sleep(self.reconnect_settings.delay(attempt))
-            if self._sio.connected:
-                break
+            if not self._sio.connected:
+                try:
+                    await self._sio.connect(
+                        url,
+                        headers={"Authorization": f"token {token}"} if token else {},
+                        auth={"token": token} if token else None,
+                        transports=["websocket"],
+                        socketio_path=self._path,
+                        wait_timeout=timeout,
+                    )
+                except (socketio.exceptions.ConnectionError, ValueError) as exc:
+                    log.info("signaling reconnect attempt %d failed: %s", attempt, exc)
+                    await self._release()
+                    continue
+                self.reconnects += 1
+                log.info("signaling connection back after %d attempt(s)", attempt)
+            if self._membership is None:
+                if self._on_rejoined is not None:
+                    self._on_rejoined(None, None)
+                return
             try:
-                await self._sio.connect(
-                    url,
-                    headers={"Authorization": f"token {token}"} if token else {},
-                    auth={"token": token} if token else None,
-                    transports=["websocket"],
-                    socketio_path=self._path,
-                    wait_timeout=timeout,
-                )
-            except (socketio.exceptions.ConnectionError, ValueError) as exc:
-                log.info("signaling reconnect attempt %d failed: %s", attempt, exc)
-                await self._release()
-                continue
-            break
-        if self._closing:
-            return
-        self.reconnects += 1
-        log.info("signaling connection back after %d attempt(s)", attempt)
-        if self._membership is None:
-            if self._on_rejoined is not None:
-                self._on_rejoined(None, None)
-            return
-        room, name, caps = self._membership
-        result: JoinResult | None = None
-        error: P2PError | None = None
-        try:
-            result = await self.join(room, name, caps, timeout=timeout, resume=self._resume)
-        except P2PError as exc:
-            error = exc
-        if isinstance(error, SignalingError) and error.code == "invalid_resume":
-            log.warning("resume refused (%s): joining under a new id", error)
-            try:
-                result, error = await self.join(room, name, caps, timeout=timeout), None
+                result = await self._rejoin(self._membership, timeout)
             except P2PError as exc:
-                error = exc
-        if error is not None:
-            log.warning("rejoin failed: %s", error)
-        if self._on_rejoined is not None:
-            self._on_rejoined(result, error)
+                log.warning("rejoin failed (attempt %d, trying again): %s", attempt, exc)
+                if self._on_rejoined is not None and not self._closing:
+                    self._on_rejoined(None, exc)
+                continue
+            if not self._sio.connected:
+                continue  # dropped again right after the reply: in again first
+            if self._on_rejoined is not None:
+                self._on_rejoined(result, None)
+            return
+
+    async def _rejoin(
+        self, membership: tuple[str, str, dict[str, Any]], timeout: float
+    ) -> JoinResult:
+        """Into the room again: under our id if the server takes the resume,
+        else under a new one."""
+        room, name, caps = membership
+        try:
+            return await self.join(room, name, caps, timeout=timeout, resume=self._resume)
+        except SignalingError as exc:
+            if exc.code == "already_joined":
+                # an earlier attempt got in, but its reply was lost: out, then in again
+                await self._call("leave", {}, timeout)
+                return await self.join(room, name, caps, timeout=timeout, resume=self._resume)
+            if exc.code != "invalid_resume":
+                raise
+            log.warning("resume refused (%s): joining under a new id", exc)
+        return await self.join(room, name, caps, timeout=timeout)
 
     async def connect(self, url: str, token: str | None, *, timeout: float = 10.0) -> None:
         """Connect, turning the library's vague failures into precise errors."""
