@@ -486,3 +486,37 @@ def test_a_peer_clock_far_off_cannot_break_the_chat() -> None:
     out = view.chat_html(msgs, me=None)
     assert "from the far future" in out
     assert "--:--:--" in out
+
+
+async def test_the_invite_button_shows_a_link_a_guest_panel_joins_with(
+    room: tuple[ChatPanel, P2PApp], tmp_path: Path
+) -> None:
+    panel, _ = room
+    panel.invite_button.click()
+    link = await changed_to(panel.invite_link, lambda v: "invite=inv1." in v, timeout=30)
+    assert "room=panel-room" in link
+    assert panel.invite_link.layout.display == "flex"
+    guest = await asyncio.to_thread(
+        ChatPanel, invite=link, name="cy", download_dir=tmp_path / "guest"
+    )
+    try:
+        assert guest.app.room == "panel-room"
+        seen = await changed_to(panel.peers, lambda v: "cy" in v, timeout=30)
+        assert "cy" in seen
+    finally:
+        await asyncio.to_thread(guest.close)
+
+
+async def test_a_changed_safety_code_is_a_warning_in_the_panel(
+    room: tuple[ChatPanel, P2PApp],
+) -> None:
+    panel, partner = room
+    panel._on_event(
+        Event(
+            "safety_code_changed",
+            partner.peer_id,
+            {"name": "<b>ben</b>", "old": "111 111", "new": "222 222"},
+        )
+    )
+    assert "safety code changed from 111 111 to 222 222" in panel.status.value
+    assert "&lt;b&gt;ben&lt;/b&gt;" in panel.status.value

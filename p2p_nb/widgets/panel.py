@@ -70,22 +70,28 @@ class ChatPanel:
 
     def __init__(
         self,
-        room: str,
+        room: str | None = None,
         name: str | None = None,
         *,
         url: str | None = None,
         token: str | None = None,
+        invite: str | None = None,
+        secret: str | None = None,
         app: P2PApp | None = None,
         capabilities: Any = None,
         upload_limit: int = UPLOAD_LIMIT,
         **connect_kwargs: Any,
     ) -> None:
         self.upload_limit = upload_limit
-        self.app = app or _connect_blocking(url=url, token=token, **connect_kwargs)
+        if app is None:
+            if invite is not None:
+                connect_kwargs["invite"] = invite
+            app = _connect_blocking(url=url, token=token, **connect_kwargs)
+        self.app = app
         if self.app._net is None:
             raise ValueError("ChatPanel needs an app on a network thread (thread=True)")
         if self.app.room is None:
-            join = self.app.join_room(room, name, capabilities=capabilities)
+            join = self.app.join_room(room, name, capabilities=capabilities, secret=secret)
             run_blocking(self.app, join, timeout=30)
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -136,6 +142,14 @@ class ChatPanel:
         )
         self.path_button = w.Button(description="Share path")
         self.leave_button = w.Button(description="Leave room", button_style="warning")
+        self.invite_button = w.Button(
+            description="Invite", tooltip="A link for someone to join this room (one day)"
+        )
+        self.invite_link = w.Text(
+            description="Invite link",
+            placeholder="Invite makes a link for someone to join this room",
+            layout=w.Layout(flex="1", display="none"),
+        )
         self.offers = w.VBox()
         self.transfers = w.VBox()
         self.received = w.VBox()
@@ -144,13 +158,15 @@ class ChatPanel:
         self.upload.observe(self._on_upload, names="value")
         self.path_button.on_click(lambda _: self._share_path())
         self.leave_button.on_click(lambda _: self.close())
+        self.invite_button.on_click(lambda _: self._invite())
         section = view.section_html
         self.widget = w.VBox(
             [
                 w.HBox(
-                    [self.title, self.leave_button],
+                    [self.title, w.HBox([self.invite_button, self.leave_button])],
                     layout=w.Layout(justify_content="space-between"),
                 ),
+                w.HBox([self.invite_link]),
                 self.status,
                 w.HTML(section("Peers")),
                 self.peers,
@@ -300,6 +316,32 @@ class ChatPanel:
     def _ev_message_sent(self, event: Event) -> None:
         """Our own message, also when sent from code (``app.send_message``)."""
         self._render_chat()
+
+    def _ev_safety_code(self, event: Event) -> None:
+        self._render_peers()
+
+    def _ev_safety_code_changed(self, event: Event) -> None:
+        data = event.data
+        self._error(
+            f"{data['name']}'s safety code changed from {data['old']} to {data['new']}: "
+            "another certificate at the other end; compare the new code with them again"
+        )
+        self._render_peers()
+
+    def _invite(self) -> None:
+        """Make an invite link and show it, ready to copy (a Text widget: never markup)."""
+        job = self._submit(self.app.create_invite(), "no invite")
+
+        def made(f: concurrent.futures.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                link = str(f.result())
+                self._ui(lambda: self._show_invite(link))
+
+        job.add_done_callback(made)
+
+    def _show_invite(self, link: str) -> None:
+        self.invite_link.value = link
+        self.invite_link.layout.display = "flex"
 
     def _ev_error(self, event: Event) -> None:
         self._error(str(event.data))
@@ -519,6 +561,7 @@ class ChatPanel:
             self.path,
             self.path_button,
             self.leave_button,
+            self.invite_button,
         ):
             widget.disabled = True
         self._status = "Left the room."
