@@ -147,11 +147,14 @@ class Outgoing:
 
     def on_drop(self, held: list[str | bytes]) -> None:
         """The channel failed: the unsent batch, then ``held`` (what a relay
-        had not passed on), go back to the front of the outbox, in order."""
-        batch = self._batch
+        had not passed on), go back to the front of the outbox, in order;
+        frames that only mean something on the channel they were made for
+        (pings, pongs, acks, reports, a safety reveal, a relay-open) are
+        dropped: the next channel makes its own."""
+        batch = [f for f in self._batch if not _per_channel(f)]
         self._batch, self._batch_chars = [], 0
         self.outbox.extendleft(reversed(batch))
-        self.outbox.extendleft(reversed(held))
+        self.outbox.extendleft(reversed([f for f in held if not _per_channel(f)]))
 
     def take_undelivered(self) -> tuple[list[str | bytes], list[str]]:
         """The link is gone for good: what never left, and the chat that left
@@ -234,3 +237,14 @@ class Outgoing:
         if seq is not None:
             with contextlib.suppress(PeerUnavailable):
                 self.send(protocol.ChatAck(seq).encode())
+
+
+_PER_CHANNEL = tuple(
+    f'{{"v":{protocol.PROTOCOL_VERSION},"type":"{kind}"'
+    for kind in ("ping", "pong", "chat-ack", "mesh-report", "safety-reveal", "relay-open")
+)
+
+
+def _per_channel(frame: str | bytes) -> bool:
+    """A frame of the link's own upkeep (every encoder writes ``v`` and ``type`` first)."""
+    return isinstance(frame, str) and frame.startswith(_PER_CHANNEL)

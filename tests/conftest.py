@@ -90,13 +90,14 @@ async def make_peer(signal_server: RunningServer) -> AsyncIterator[MakePeer]:
         thread: bool = False,
         capabilities: dict[str, Any] | None = None,
         capabilities_max: int | None = None,
+        secret: str | None = None,
         **kw: Any,
     ) -> P2PApp:
         app = await P2PApp.connect(signal_server.url, signal_server.token, thread=thread, **kw)
         apps.append(app)
         if capabilities_max is not None:
             capabilities = {**(capabilities or {}), "max_connections": capabilities_max}
-        await app.join_room(room, name=name, capabilities=capabilities)
+        await app.join_room(room, name=name, capabilities=capabilities, secret=secret)
         return app
 
     yield make

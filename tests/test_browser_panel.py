@@ -14,6 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from p2p_nb.app import P2PApp
+from p2p_nb.files import safe_file_name
 
 from .browser import (
     _KERNEL_IDLE_JS,
@@ -140,6 +141,8 @@ async def test_notebook7_and_jupyterlab_users_chat(browser: Browser, lab: Jupyte
 XSS_NAME = '<img src=x onerror="window.__xss=1">'
 """Markup in every text the attacker controls: run, it would set ``window.__xss``."""
 XSS_FILE = f"{XSS_NAME}.csv"
+SAFE_FILE = safe_file_name(XSS_FILE)
+"""The file name ``share_dataframe`` gives a DataFrame called ``XSS_NAME`` (no ``<>"``)."""
 XSS_REASON = '<img src=y onerror="window.__xss=2">'
 XSS_PEER = '<img src=z onerror="window.__xss=3">'
 XSS_SERVICE = '<img src=s onerror="window.__xss=4">'
@@ -177,7 +180,7 @@ async def test_hostile_peer_text_is_shown_never_run(
         frame = pd.DataFrame({XSS_NAME: [XSS_REASON, "ok"]})
         await hostile.share_dataframe(frame, name=XSS_NAME, format="csv")
         offer = victim.locator(".p2p-offer")
-        await expect(offer).to_contain_text(f"{XSS_PEER} offers {XSS_NAME}.csv")
+        await expect(offer).to_contain_text(f"{XSS_PEER} offers {SAFE_FILE}")
         await offer.locator(".widget-button", has_text="Accept").click()
         await expect(victim.locator(".p2p-transfer").last).to_contain_text(f"received {XSS_NAME}")
         preview = victim.locator(".p2p-preview table")

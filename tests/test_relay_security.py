@@ -85,12 +85,14 @@ class RelayTap:
         self.namespace.emit = self.emit
 
 
-async def relayed_pair(make_peer: MakePeer, tmp_path: Path) -> tuple[P2PApp, P2PApp]:
+async def relayed_pair(
+    make_peer: MakePeer, tmp_path: Path, secret: str | None = None
+) -> tuple[P2PApp, P2PApp]:
     """Two peers whose link moved to the signaling server's relay (the offerer
     asks for it, as it does after failed direct attempts)."""
     slow = MeshSettings(reconnect=ReconnectPolicy(base_delay=3600.0, max_delay=3600.0))
-    a = await make_peer("ana", download_dir=tmp_path / "a", mesh_settings=slow)
-    b = await make_peer("ben", download_dir=tmp_path / "b", mesh_settings=slow)
+    a = await make_peer("ana", download_dir=tmp_path / "a", mesh_settings=slow, secret=secret)
+    b = await make_peer("ben", download_dir=tmp_path / "b", mesh_settings=slow, secret=secret)
     await wait_mesh([a, b])
     offerer, answerer = (a, b) if (a.peer_id or "") < (b.peer_id or "") else (b, a)
     link = offerer._mesh.link(answerer.peer_id or "")  # type: ignore[union-attr]
@@ -102,12 +104,13 @@ async def relayed_pair(make_peer: MakePeer, tmp_path: Path) -> tuple[P2PApp, P2P
     return a, b
 
 
+@pytest.mark.parametrize("secret", [None, "a room secret for the relay"])
 async def test_what_the_signaling_relay_carries_is_sealed(
-    signal_server: RunningServer, make_peer: MakePeer, tmp_path: Path
+    signal_server: RunningServer, make_peer: MakePeer, tmp_path: Path, secret: str | None
 ) -> None:
     tap = RelayTap(signal_server)
     try:
-        a, b = await relayed_pair(make_peer, tmp_path)
+        a, b = await relayed_pair(make_peer, tmp_path, secret)
         inbox = b.events("message")
         secret = "the quarterly numbers are 4711"
         await a.send_message(secret)
