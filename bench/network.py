@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -48,6 +49,7 @@ from .netem import Network, emulated_path, udp_probe
 from .procs import ROOT, Registry, Worker
 from .suite import MB, Config, Pair, Suite, pct, stats
 
+SCTP_SAMPLE_S = 0.1
 VARIANTS = {"p2p_nb": "p2p-nb", "raw_aiortc": "raw aiortc", "socketio_relay": "Socket.IO relay"}
 
 
@@ -270,6 +272,47 @@ class Matrix:
             "unit": "ms",
         }
 
+    async def bulk(self, pair: Pair, size: int) -> dict[str, Any]:
+        """bench.suite's transfer, and for the SCTP variants what the sender's
+        SCTP did meanwhile (sampled every ``SCTP_SAMPLE_S``): where the time goes."""
+        if pair.key == "socketio_relay":
+            row = await self.suite.bulk(pair, size)
+            return {k: round(v, 3) for k, v in row.items()}
+        samples: list[dict[str, Any]] = []
+
+        async def sample() -> None:
+            while True:
+                state = await pair.a.call("sctp")
+                if state:
+                    samples.append(state)
+                await asyncio.sleep(SCTP_SAMPLE_S)
+
+        first = await pair.a.call("sctp")
+        task = asyncio.ensure_future(sample())
+        try:
+            row = await self.suite.bulk(pair, size)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        last = await pair.a.call("sctp")
+        out: dict[str, Any] = {k: round(v, 3) for k, v in row.items()}
+        if first and last and samples:
+            cwnd = [x["cwnd"] for x in samples]
+            flight = [x["flight"] for x in samples]
+            out["sctp"] = {
+                "t3_expired": last["t3_expired"] - first["t3_expired"],
+                "cwnd_median_kb": round(statistics.median(cwnd) / 1000, 1),
+                "cwnd_max_kb": round(max(cwnd) / 1000, 1),
+                "flight_median_kb": round(statistics.median(flight) / 1000, 1),
+                "fast_recovery_share": round(
+                    sum(x["fast_recovery"] for x in samples) / len(samples), 3
+                ),
+                "rto_max_s": round(max(x["rto"] for x in samples), 3),
+                "samples": len(samples),
+            }
+        return out
+
     # ------------------------------------------------------------- mesh
     async def mesh(self) -> dict[str, float]:
         n = self.cfg.mesh_peers
@@ -323,6 +366,7 @@ class Matrix:
         cpu0, t0 = sum(fwd.cpu_times()[:2]), time.monotonic()
         res: dict[str, Any] = {
             **asdict(p),
+            "load_avg": round(os.getloadavg()[0], 2),
             "probe": {
                 "udp_rtt_p50_ms": round(statistics.median(probe.received) * 1000, 2)
                 if probe.received
@@ -343,10 +387,8 @@ class Matrix:
         for size in p.files_mb:
             self.suite.file(size * MB)
             for key, pair in self.pairs.items():
-                row = await self.suite.bulk(pair, size * MB)
-                res["variants"][key].setdefault("file", {})[f"{size}MB"] = {
-                    k: round(v, 3) for k, v in row.items()
-                }
+                row = await self.bulk(pair, size * MB)
+                res["variants"][key].setdefault("file", {})[f"{size}MB"] = row
         if p.with_mesh:
             res["mesh"] = {
                 "peers": cfg.mesh_peers,
@@ -374,17 +416,35 @@ class Matrix:
 
 
 def limit(res: dict[str, Any]) -> str:
-    """A first guess at what limits the point, from what the run itself saw."""
+    """A first reading of what limits the point, from what the run itself saw
+    (the emulator's counters, the receivers' kernels, the senders' SCTP)."""
     emu = res["emulator"]
-    if emu["tun_dropped"] or emu["forwarder_cpu_pct"] > 85:
-        return "the emulator (forwarder CPU or TUN overflow): peers' figures are a lower bound"
     notes = []
+    if emu["tun_dropped"] or emu["forwarder_cpu_pct"] > 85:
+        notes.append("the emulator (forwarder CPU or TUN overflow): figures are lower bounds")
     if res["rate_mbit"]:
         notes.append(f"link rate {res['rate_mbit']:g} Mbit/s = {res['rate_mbit'] / 8:g} MB/s")
     if res["loss"]:
-        notes.append(f"{res['loss'] * 100:g} % loss per direction (SCTP/TCP recovery)")
+        notes.append(f"{res['loss'] * 100:g} % loss per direction")
     if res["rtt_ms"]:
-        notes.append(f"{res['rtt_ms']:g} ms round trip (window / RTT)")
+        notes.append(f"{res['rtt_ms']:g} ms round trip")
+    overflow = emu.get("udp_rcvbuf_errors_b", 0)
+    if overflow:
+        notes.append(f"{overflow} datagrams lost in the receiver's full socket buffer")
+    for key, v in res["variants"].items():
+        for size, f in v.get("file", {}).items():
+            sctp = f.get("sctp")
+            if sctp and sctp["t3_expired"]:
+                notes.append(f"{key} {size}: {sctp['t3_expired']} SCTP T3 timeouts")
+            if sctp and sctp["rto_max_s"] > 1:
+                notes.append(
+                    f"{key} {size}: SCTP RTO up to {sctp['rto_max_s']:g} s (data queued "
+                    f"beyond the path: flight {sctp['flight_median_kb']:g} kB)"
+                )
+    if res["load_avg"] > (os.cpu_count() or 1):
+        notes.append(
+            f"machine load {res['load_avg']:g} on {os.cpu_count()} CPUs: peers CPU-starved"
+        )
     return "; ".join(notes) or "CPU of the peers (no delay, loss or rate)"
 
 

@@ -290,6 +290,15 @@ class P2PPeer(Peer):
         result = await share.wait(timeout)
         return {"t0": t0, "cpu0": cpu0, "t1": now(), "cpu1": cpu(), "result": result}
 
+    async def cmd_sctp(self) -> dict[str, Any]:
+        """aiortc's SCTP state of the first open link (see :func:`sctp_state`)."""
+        mesh = getattr(self.app, "_mesh", None)
+        for link in getattr(mesh, "links", {}).values():
+            pc = getattr(link, "pc", None)
+            if pc is not None:
+                return sctp_state(pc.sctp)
+        return {}
+
     async def cmd_make_df(self, mb: float) -> dict[str, Any]:
         """A CSV-like DataFrame (ids, timestamps, prices, categories, counts);
         returns the size of its CSV form, written once to a file."""
@@ -387,6 +396,11 @@ class RawPeer(Peer):
     async def cmd_wait_open(self, k: int, timeout: float = 30) -> dict[str, Any]:
         return {"t": await asyncio.wait_for(self.opened[k], timeout), "rss_mb": rss_mb()}
 
+    async def cmd_sctp(self, k: int = 0) -> dict[str, Any]:
+        """aiortc's SCTP state of connection ``k`` (a diagnostic that reads
+        aiortc 1.16's private fields; ``{}`` if they moved)."""
+        return sctp_state(self.pcs[k].sctp)
+
     async def cmd_close(self, k: int) -> dict[str, Any]:
         pc = self.pcs.pop(k, None)
         self.channels.pop(k, None)
@@ -419,6 +433,37 @@ class RawPeer(Peer):
             sent += size
         await asyncio.wait_for(self.remote_done.wait(), timeout)
         return {"t0": t0, "cpu0": cpu0, "t1": now(), "cpu1": cpu(), "maxrss_mb": maxrss_mb()}
+
+
+def sctp_state(sctp: Any) -> dict[str, Any]:
+    """What aiortc's SCTP sender is doing right now, and how often its T3
+    retransmission timer expired (counted from the first call on): a private
+    view of aiortc 1.16 for diagnosis only (bench, never p2p_nb)."""
+    try:
+        if not getattr(sctp, "_bench_t3_hooked", False):
+            original = sctp._t3_expired
+            sctp._bench_t3 = 0
+
+            def t3_expired() -> None:
+                sctp._bench_t3 += 1
+                original()
+
+            sctp._t3_expired = t3_expired  # looked up when the timer is armed
+            sctp._bench_t3_hooked = True
+        return {
+            "cwnd": sctp._cwnd,
+            "ssthresh": sctp._ssthresh,
+            "flight": sctp._flight_size,
+            "rto": sctp._rto,
+            "srtt": sctp._srtt,
+            "sent_queue": len(sctp._sent_queue),
+            "retransmit_marked": sum(1 for c in sctp._sent_queue if c._retransmit),
+            "outbound_queue": len(sctp._outbound_queue),
+            "fast_recovery": sctp._fast_recovery_exit is not None,
+            "t3_expired": sctp._bench_t3,
+        }
+    except AttributeError:
+        return {}
 
 
 # ------------------------------------------------------ Socket.IO relay
