@@ -165,7 +165,8 @@ class Network:
         )
 
     async def stats(self) -> dict[str, dict[str, int]]:
-        """Per direction ``"a>b"``: packets forwarded, lost (random loss),
+        """Per direction ``"a>b"``: packets forwarded (and their bytes, and the
+        largest: never above the MTU, 1500), lost (random loss),
         queue_dropped (drop-tail), and per TUN the kernel's tx_dropped (the
         forwarder too slow to read)."""
         names = [n.name for n in self.nodes]
@@ -243,15 +244,23 @@ async def emulated_path(
     rate_mbit: float = 0.0,
     queue_packets: int = 1000,
     reorder: bool = False,
+    tcp_congestion: str | None = None,
 ) -> AsyncIterator[Network]:
     """Peers in their own namespaces, every direction between two of them
-    under the same conditions (change them with :meth:`Network.set`)."""
+    under the same conditions (change them with :meth:`Network.set`).
+
+    ``tcp_congestion``: the peers' TCP congestion control (default: what a
+    new namespace inherits, :func:`tcp_congestion_default`; a child namespace
+    may only choose from ``net.ipv4.tcp_allowed_congestion_control``). It
+    matters for the TCP baselines under loss: BBR hardly slows down for
+    random loss, Reno (like SCTP) halves its window for every loss."""
     if isinstance(peers, int):
         names = ["a", "b"] if peers == 2 else [f"p{i}" for i in range(peers)]
     else:
         names = list(peers)
     if not 2 <= len(names) <= 250 or len(set(names)) != len(names):
         raise ValueError(f"need 2..250 distinct peer names, not {names}")
+    tcp = [f"net.ipv4.tcp_congestion_control={tcp_congestion}"] if tcp_congestion else []
     cond = Conditions().replace(
         delay_ms=delay_ms,
         jitter_ms=jitter_ms,
@@ -279,7 +288,13 @@ async def emulated_path(
                 "ip", "netns", "exec", middle, "sysctl", "-qw", *off6, "net.ipv4.ip_forward=1",
                 "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
             ),
-            *(_run("ip", "netns", "exec", n.ns, "sysctl", "-qw", *off6) for n in nodes),
+            *(
+                _run(
+                    "ip", "netns", "exec", n.ns, "sysctl", "-qw", *off6,
+                    *tcp,
+                )
+                for n in nodes
+            ),
         )  # fmt: skip
         lines = ["link set lo up"]
         for i, n in enumerate(nodes):
@@ -337,6 +352,14 @@ async def emulated_path(
         for ns in created:
             with contextlib.suppress(NetemError):
                 await _run("ip", "netns", "del", ns)
+
+
+def tcp_congestion_default() -> str:
+    """The TCP congestion control of this namespace (and so of new ones)."""
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 # ------------------------------------------------------------- measuring
@@ -501,7 +524,14 @@ class Direction:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.n = 0
-        self.counts = {"forwarded": 0, "lost": 0, "queue_dropped": 0, "write_failed": 0}
+        self.counts = {
+            "forwarded": 0,
+            "bytes": 0,
+            "max_packet": 0,
+            "lost": 0,
+            "queue_dropped": 0,
+            "write_failed": 0,
+        }
 
     def push(self, pkt: bytes, now: float) -> None:
         c = self.cond
@@ -549,7 +579,11 @@ class Direction:
     def write(self, pkt: bytes) -> None:
         try:
             os.write(self.out_fd, pkt)
-            self.counts["forwarded"] += 1
+            counts = self.counts
+            counts["forwarded"] += 1
+            counts["bytes"] += len(pkt)
+            if len(pkt) > counts["max_packet"]:
+                counts["max_packet"] = len(pkt)
         except OSError:
             self.counts["write_failed"] += 1
 

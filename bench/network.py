@@ -45,7 +45,7 @@ from typing import Any
 
 import psutil
 
-from .netem import Network, emulated_path, udp_probe
+from .netem import Network, emulated_path, tcp_congestion_default, udp_probe
 from .procs import ROOT, Registry, Worker
 from .suite import MB, Config, Pair, Suite, pct, stats
 
@@ -79,6 +79,8 @@ class NetConfig:
     chat_gap_ms: float = 20.0
     chat_size: int = 100
     mesh_peers: int = 8
+    tcp_congestion: str = ""
+    """The peers' TCP congestion control ("": the namespace default, recorded)."""
     udp_rcvbuf: int = 0
     """SO_RCVBUF of the peers' aioice sockets (bench.worker --udp-rcvbuf); 0: aioice's."""
     link: bool = True
@@ -465,7 +467,8 @@ def summary(res: dict[str, Any]) -> str:
 
 def table(r: dict[str, Any]) -> str:
     out = [
-        f"p2p-nb over an emulated network ({r['meta']['command']}); loss is per direction",
+        f"p2p-nb over an emulated network ({r['meta']['command']}); loss is per direction; "
+        f"TCP congestion control {r['meta']['tcp_congestion']}",
         "",
         f"{'point':<24}{'variant':<17}{'setup ms':>9}{'chat p50':>9}{'p99':>8}{'max':>8}"
         f"{'ok':>4}  file MB/s",
@@ -534,7 +537,7 @@ async def run_matrix(cfg: NetConfig, reg: Registry, log: Any) -> dict[str, Any]:
     names = ["a", "b", *(f"p{i}" for i in range(2, max(2, cfg.mesh_peers)))]
     began = time.monotonic()
     points = []
-    async with emulated_path(names) as net:
+    async with emulated_path(names, tcp_congestion=cfg.tcp_congestion or None) as net:
         matrix = Matrix(cfg, reg, net, log, names)
         try:
             async with asyncio.timeout(cfg.deadline):
@@ -555,6 +558,7 @@ async def run_matrix(cfg: NetConfig, reg: Registry, log: Any) -> dict[str, Any]:
     return {
         "meta": {
             "config": asdict(cfg),
+            "tcp_congestion": cfg.tcp_congestion or tcp_congestion_default(),
             "variants": VARIANTS,
             "seconds": round(time.monotonic() - began, 1),
         },
@@ -578,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--file-mb", type=int, help="file size at the matrix points")
     parser.add_argument("--no-link", action="store_true", help="skip the 100 Mbit/s link point")
+    parser.add_argument(
+        "--tcp-cc",
+        default="",
+        help="the peers' TCP congestion control, e.g. reno (default: the system's)",
+    )
     parser.add_argument("--udp-rcvbuf", type=int, default=0, help="peers' UDP SO_RCVBUF (bytes)")
     args = parser.parse_args(argv)
     from .__main__ import machine
@@ -589,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.file_mb:
         cfg.file_mb = args.file_mb
     cfg.udp_rcvbuf = args.udp_rcvbuf
+    cfg.tcp_congestion = args.tcp_cc
     if args.no_link:
         cfg.link = False
         cfg.mesh_peers = 2

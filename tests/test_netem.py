@@ -48,8 +48,10 @@ async def test_udp_round_trip_shows_the_configured_delay_per_direction() -> None
         rtt = ms(probe.received)
         assert rtt[0] >= 2 * (delay - jitter) - 2 * TIMER_MS, rtt[:5]
         # keeping order only ever delays a packet: the median sits at or above 2 x delay
-        assert 2 * delay - 2 * TIMER_MS <= statistics.median(rtt) <= 2 * (delay + jitter) + 5
-        assert pct(rtt, 0.9) <= 2 * (delay + jitter) + 10, rtt[-10:]
+        assert 2 * delay - 2 * TIMER_MS <= statistics.median(rtt) <= 2 * (delay + jitter) + 8
+        # the slack above is for a loaded machine's scheduling, far less than
+        # another delay_ms: a doubled delay would fail
+        assert pct(rtt, 0.9) <= 2 * (delay + jitter) + 15, rtt[-10:]
 
         # one direction only: a->b 30 ms, b->a none
         await net.set(jitter_ms=0)
@@ -59,7 +61,7 @@ async def test_udp_round_trip_shows_the_configured_delay_per_direction() -> None
         assert net.conditions["b", "a"].delay_ms == 0
         rtt = ms((await udp_probe(net, "a", "b", n=40, interval_ms=5)).received)
         assert len(rtt) == 40
-        assert 30 - TIMER_MS <= statistics.median(rtt) <= 30 + 5, rtt
+        assert 30 - TIMER_MS <= statistics.median(rtt) <= 30 + 8, rtt
         assert rtt[0] >= 30 - TIMER_MS
 
 
@@ -70,8 +72,8 @@ async def test_tcp_stream_shows_the_configured_rate_and_a_short_queue_drops() ->
             await net.set(rate_mbit=rate)
             mbit = nbytes * 8 / await tcp_goodput(net, "a", "b", nbytes) / 1e6
             # the limit counts IP bytes, so goodput (payload) stays below it;
-            # slow start and the final acknowledgement cost a few round trips
-            assert 0.7 * rate <= mbit <= rate, (rate, mbit)
+            # slow start, the final acknowledgement and a loaded machine cost a little
+            assert 0.6 * rate <= mbit <= rate, (rate, mbit)
         stats = await net.stats()
         assert stats["a>b"]["queue_dropped"] == 0
         assert stats["a>b"]["lost"] == 0
@@ -142,7 +144,11 @@ async def test_namespaces_and_processes_are_gone_after_a_failure() -> None:
 
 
 async def test_nothing_is_routed_beyond_the_emulated_peers() -> None:
-    async with emulated_path() as net:
+    async with emulated_path(tcp_congestion="reno") as net:
+        cc = await net.exec(
+            "b", "cat", "/proc/sys/net/ipv4/tcp_congestion_control", stdout=subprocess.PIPE
+        )
+        assert (await cc.communicate())[0].decode().strip() == "reno"
         before = (await net.stats())["stray"]["packets"]
         proc = await net.python(
             "a", "-c",
