@@ -582,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--file-mb", type=int, help="file size at the matrix points")
     parser.add_argument("--no-link", action="store_true", help="skip the 100 Mbit/s link point")
+    parser.add_argument("--link-files-mb", type=int, nargs="+", help="file sizes at the link point")
+    parser.add_argument("--mesh-peers", type=int, help="full-mesh size at the link point")
     parser.add_argument(
         "--tcp-cc",
         default="",
@@ -597,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.losses = sorted({loss for _, loss in args.point})
     if args.file_mb:
         cfg.file_mb = args.file_mb
+    if args.link_files_mb:
+        cfg.link_files_mb = args.link_files_mb
+    if args.mesh_peers:
+        cfg.mesh_peers = args.mesh_peers
     cfg.udp_rcvbuf = args.udp_rcvbuf
     cfg.tcp_congestion = args.tcp_cc
     if args.no_link:
