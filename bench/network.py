@@ -290,6 +290,7 @@ class Matrix:
                 await asyncio.sleep(SCTP_SAMPLE_S)
 
         first = await pair.a.call("sctp")
+        udp0 = await udp_counters(self.net, "b")
         task = asyncio.ensure_future(sample())
         try:
             row = await self.suite.bulk(pair, size)
@@ -298,7 +299,10 @@ class Matrix:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         last = await pair.a.call("sctp")
+        udp1 = await udp_counters(self.net, "b")
         out: dict[str, Any] = {k: round(v, 3) for k, v in row.items()}
+        # this transfer's datagrams lost in the receiver's own full socket buffer
+        out["udp_rcvbuf_errors"] = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
         if first and last and samples:
             cwnd = [x["cwnd"] for x in samples]
             flight = [x["flight"] for x in samples]
