@@ -442,14 +442,23 @@ def limit(res: dict[str, Any]) -> str:
             sctp = f.get("sctp")
             if sctp and sctp["t3_expired"]:
                 notes.append(f"{key} {size}: {sctp['t3_expired']} SCTP T3 timeouts")
+            rtt = res["probe"]["udp_rtt_p50_ms"]
+            if sctp and rtt and rtt >= 5:
+                bound = sctp["cwnd_median_kb"] / rtt  # kB per ms = MB/s
+                if f["mb_s"] >= 0.6 * bound:
+                    notes.append(
+                        f"{key} {size}: SCTP's congestion window ({sctp['cwnd_median_kb']:g} kB "
+                        f"median, cwnd/RTT = {bound:.2f} MB/s)"
+                    )
             if sctp and sctp["rto_max_s"] > 1:
                 notes.append(
-                    f"{key} {size}: SCTP RTO up to {sctp['rto_max_s']:g} s (data queued "
-                    f"beyond the path: flight {sctp['flight_median_kb']:g} kB)"
+                    f"{key} {size}: SCTP RTO up to {sctp['rto_max_s']:g} s (a loss nothing "
+                    f"after it reveals waits that long; flight {sctp['flight_median_kb']:g} kB)"
                 )
     if res["load_avg"] > (os.cpu_count() or 1):
         notes.append(
-            f"machine load {res['load_avg']:g} on {os.cpu_count()} CPUs: peers CPU-starved"
+            f"machine load {res['load_avg']:g} on {os.cpu_count()} CPUs: the peers may be "
+            "CPU-starved (compare variants within the point)"
         )
     return "; ".join(notes) or "CPU of the peers (no delay, loss or rate)"
 
