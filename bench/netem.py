@@ -67,6 +67,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 NET = (10, 99)
 """Peer i is ``10.99.<i+1>.2``; the middle's end of its link ``10.99.<i+1>.1``."""
+MIDDLE = "middle"
+"""Pseudo peer name for the middle namespace in :meth:`Network.exec`."""
 PREFIX = "p2pnb-emu-"
 """Every namespace this module creates starts with this (for manual clean-up
 after a SIGKILL: ``ip netns list | grep p2pnb-emu-``)."""
@@ -108,6 +110,10 @@ class Node:
     name: str
     ns: str
     addr: str
+    gateway: str
+    """The middle namespace's address on this peer's link: a server there
+    (:meth:`Network.exec` with :data:`MIDDLE`) is reached without crossing the
+    emulated path, so it stays reachable while the path is dark."""
 
 
 @dataclass
@@ -129,8 +135,9 @@ class Network:
         raise KeyError(name)
 
     def prefix(self, name: str) -> list[str]:
-        """argv prefix that runs a command inside peer ``name``'s namespace."""
-        return ["ip", "netns", "exec", self[name].ns]
+        """argv prefix that runs a command inside peer ``name``'s namespace
+        (or the middle one, for :data:`MIDDLE`)."""
+        return ["ip", "netns", "exec", self.middle if name == MIDDLE else self[name].ns]
 
     async def exec(self, name: str, *argv: str, **kw: Any) -> asyncio.subprocess.Process:
         """Start ``argv`` inside peer ``name``'s namespace (cwd: the repository);
@@ -258,7 +265,7 @@ async def emulated_path(
         names = ["a", "b"] if peers == 2 else [f"p{i}" for i in range(peers)]
     else:
         names = list(peers)
-    if not 2 <= len(names) <= 250 or len(set(names)) != len(names):
+    if not 2 <= len(names) <= 250 or len(set(names)) != len(names) or MIDDLE in names:
         raise ValueError(f"need 2..250 distinct peer names, not {names}")
     tcp = [f"net.ipv4.tcp_congestion_control={tcp_congestion}"] if tcp_congestion else []
     cond = Conditions().replace(
@@ -272,7 +279,12 @@ async def emulated_path(
     tag = uuid.uuid4().hex[:8]
     middle = f"{PREFIX}{tag}-mid"
     nodes = [
-        Node(name, f"{PREFIX}{tag}-{i}", f"{NET[0]}.{NET[1]}.{i + 1}.2")
+        Node(
+            name,
+            f"{PREFIX}{tag}-{i}",
+            f"{NET[0]}.{NET[1]}.{i + 1}.2",
+            f"{NET[0]}.{NET[1]}.{i + 1}.1",
+        )
         for i, name in enumerate(names)
     ]
     created: list[str] = []
@@ -399,9 +411,11 @@ async def udp_probe(
     interval_ms: float = 10.0,
     timeout_ms: float = 2000.0,
 ) -> Probe:
-    """``n`` UDP echo round trips from ``src`` to ``dst``, one every
+    """``n`` UDP echo round trips from ``src`` to ``dst`` (a peer, or
+    :data:`MIDDLE`: the far end of ``src``'s own link), one every
     ``interval_ms``; a probe unanswered ``timeout_ms`` after the last was sent
     counts as lost."""
+    host = net[src].gateway if dst == MIDDLE else net[dst].addr
     port = str(next(_ports))
     pipe = asyncio.subprocess.PIPE
     echo = await net.python(dst, "-m", "bench.netem", "--echo", port, stdout=pipe)
@@ -409,7 +423,7 @@ async def udp_probe(
         if await _line(echo, 30) != "READY":
             raise NetemError("echo server did not start")
         probe = await net.python(
-            src, "-m", "bench.netem", "--probe", net[dst].addr, port, str(n),
+            src, "-m", "bench.netem", "--probe", host, port, str(n),
             str(interval_ms), str(timeout_ms), stdout=pipe,
         )  # fmt: skip
         try:

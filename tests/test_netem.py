@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from bench.netem import PREFIX, emulated_path, tcp_goodput, udp_probe
+from bench.netem import MIDDLE, PREFIX, emulated_path, tcp_goodput, udp_probe
 
 from .test_recovery import skip_without_netns_tools
 
@@ -100,13 +100,18 @@ async def test_loss_shows_as_that_share_of_lost_probes_in_that_direction_only() 
 
 
 async def test_a_dark_path_drops_everything_and_comes_back() -> None:
-    async with emulated_path(delay_ms=5) as net:
+    async with emulated_path(delay_ms=20) as net:
         assert (await udp_probe(net, "a", "b", n=20, interval_ms=5)).lost_share == 0
         await net.set(loss=1.0)
         dark = await udp_probe(net, "a", "b", n=20, interval_ms=5, timeout_ms=300)
         assert dark.received == []
         with pytest.raises(TimeoutError):  # TCP cannot get through either
             await asyncio.wait_for(tcp_goodput(net, "a", "b", 1000), 1.0)
+        # the middle (where a signaling server can live) is still reachable
+        beside = await udp_probe(net, "a", MIDDLE, n=20, interval_ms=5)
+        assert beside.lost_share == 0
+        # ... and not behind the emulated path (its round trip would be 40 ms)
+        assert statistics.median(beside.received) < 0.02
         await net.set(loss=0.0)
         back = await udp_probe(net, "a", "b", n=20, interval_ms=5)
         assert back.lost_share == 0
