@@ -1,5 +1,8 @@
 """``python -m bench [--quick] [--out DIR]``: every figure, with its baselines, in one run.
 
+``python -m bench --network [--quick] [--out DIR]`` runs the matrix over an
+emulated network instead (bench/network.py; needs root).
+
 Run it inside a loopback-only network namespace (aioice never offers 127.0.0.1):
 
     unshare -n sh -c 'ip link set lo up; ip addr add 127.0.0.2/8 dev lo; \\
@@ -44,6 +47,13 @@ def machine() -> dict[str, Any]:
 
 
 def main() -> int:
+    if "--network" in sys.argv[1:]:
+        if missing_extras():
+            print("python -m bench --network needs the bench extra", file=sys.stderr)
+            return 2
+        from .network import main as network_main
+
+        return network_main([a for a in sys.argv[1:] if a != "--network"])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (< 2 min)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))

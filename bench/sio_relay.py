@@ -1,18 +1,20 @@
 """The Socket.IO relay baseline: a tiny python-socketio server (aiohttp) that
 forwards every frame to one other client, in order (``async_handlers=False``).
 
-    python -m bench.sio_relay      # prints "PORT <n>" once it listens on 127.0.0.1
+    python -m bench.sio_relay [HOST]   # prints "PORT <n>" once it listens on HOST
+                                       # (default 127.0.0.1; bench.network: a peer's address)
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import socketio
 from aiohttp import web
 
 
-async def main() -> None:
+async def main(host: str = "127.0.0.1") -> None:
     sio = socketio.AsyncServer(
         async_mode="aiohttp", async_handlers=False, max_http_buffer_size=1 << 22
     )
@@ -25,7 +27,7 @@ async def main() -> None:
     sio.attach(app)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
     print(f"PORT {runner.addresses[0][1]}", flush=True)
     try:
@@ -35,4 +37,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(*sys.argv[1:2]))

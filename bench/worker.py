@@ -83,6 +83,9 @@ class Peer:
         self.ack_event: asyncio.Event = asyncio.Event()
         self.remote_done: asyncio.Event = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.lat_target = 0
+        self.lat: list[tuple[int, float]] = []
+        self.lat_done: asyncio.Event = asyncio.Event()
 
     # -------------------------------------------------------- to override
     async def send_text(self, text: str) -> None:
@@ -113,6 +116,11 @@ class Peer:
         elif head == "a":
             self.acked = int(text[1:])
             self.ack_event.set()
+        elif head == "t":
+            seq, stamp, _ = text[1:].split(" ", 2)
+            self.lat.append((int(seq), now() - float(stamp)))
+            if len(self.lat) >= self.lat_target:
+                self.lat_done.set()
 
     def on_bytes(self, data: bytes) -> None:
         self.bulk_got += len(data)
@@ -161,6 +169,30 @@ class Peer:
             t1 = await asyncio.wait_for(fut, timeout)
             rtts.append(t1 - t0)
         return {"rtts": rtts}
+
+    async def cmd_lat_arm(self, n: int) -> dict[str, Any]:
+        self.lat_target, self.lat = n, []
+        self.lat_done = asyncio.Event()
+        return {}
+
+    async def cmd_lat_send(self, n: int, gap_ms: float, size: int) -> dict[str, Any]:
+        """``n`` chat-like messages, one every ``gap_ms`` (paced against the
+        start), each stamped with its send time: the receiver measures one-way
+        latency on the shared monotonic clock."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(n):
+            await asyncio.sleep(max(0.0, start + i * gap_ms / 1000 - loop.time()))
+            text = f"t{i} {now():.9f} "
+            await self.send_text(text + "x" * max(0, size - len(text)))
+        return {}
+
+    async def cmd_lat_wait(self, timeout: float = 60) -> dict[str, Any]:
+        """One-way latencies in arrival order with their sequence numbers
+        (what did not arrive within ``timeout`` is missing)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.lat_done.wait(), timeout)
+        return {"seqs": [s for s, _ in self.lat], "lat": [x for _, x in self.lat]}
 
     async def cmd_bulk_arm(self, n: int) -> dict[str, Any]:
         self.bulk_target, self.bulk_got = n, 0
@@ -257,6 +289,15 @@ class P2PPeer(Peer):
         share = await self.app.share_file(path)
         result = await share.wait(timeout)
         return {"t0": t0, "cpu0": cpu0, "t1": now(), "cpu1": cpu(), "result": result}
+
+    async def cmd_sctp(self) -> dict[str, Any]:
+        """aiortc's SCTP state of the first open link (see :func:`sctp_state`)."""
+        mesh = getattr(self.app, "_mesh", None)
+        for link in getattr(mesh, "links", {}).values():
+            pc = getattr(link, "pc", None)
+            if pc is not None:
+                return sctp_state(pc.sctp)
+        return {}
 
     async def cmd_make_df(self, mb: float) -> dict[str, Any]:
         """A CSV-like DataFrame (ids, timestamps, prices, categories, counts);
@@ -355,6 +396,11 @@ class RawPeer(Peer):
     async def cmd_wait_open(self, k: int, timeout: float = 30) -> dict[str, Any]:
         return {"t": await asyncio.wait_for(self.opened[k], timeout), "rss_mb": rss_mb()}
 
+    async def cmd_sctp(self, k: int = 0) -> dict[str, Any]:
+        """aiortc's SCTP state of connection ``k`` (a diagnostic that reads
+        aiortc 1.16's private fields; ``{}`` if they moved)."""
+        return sctp_state(self.pcs[k].sctp)
+
     async def cmd_close(self, k: int) -> dict[str, Any]:
         pc = self.pcs.pop(k, None)
         self.channels.pop(k, None)
@@ -389,6 +435,37 @@ class RawPeer(Peer):
         return {"t0": t0, "cpu0": cpu0, "t1": now(), "cpu1": cpu(), "maxrss_mb": maxrss_mb()}
 
 
+def sctp_state(sctp: Any) -> dict[str, Any]:
+    """What aiortc's SCTP sender is doing right now, and how often its T3
+    retransmission timer expired (counted from the first call on): a private
+    view of aiortc 1.16 for diagnosis only (bench, never p2p_nb)."""
+    try:
+        if not getattr(sctp, "_bench_t3_hooked", False):
+            original = sctp._t3_expired
+            sctp._bench_t3 = 0
+
+            def t3_expired() -> None:
+                sctp._bench_t3 += 1
+                original()
+
+            sctp._t3_expired = t3_expired  # looked up when the timer is armed
+            sctp._bench_t3_hooked = True
+        return {
+            "cwnd": sctp._cwnd,
+            "ssthresh": sctp._ssthresh,
+            "flight": sctp._flight_size,
+            "rto": sctp._rto,
+            "srtt": sctp._srtt,
+            "sent_queue": len(sctp._sent_queue),
+            "retransmit_marked": sum(1 for c in sctp._sent_queue if c._retransmit),
+            "outbound_queue": len(sctp._outbound_queue),
+            "fast_recovery": sctp._fast_recovery_exit is not None,
+            "t3_expired": sctp._bench_t3,
+        }
+    except AttributeError:
+        return {}
+
+
 # ------------------------------------------------------ Socket.IO relay
 class SioPeer(Peer):
     """A client of ``bench.sio_relay``: every frame goes through the server."""
@@ -414,6 +491,14 @@ class SioPeer(Peer):
     async def start(self) -> dict[str, Any]:
         await self.sio.connect(self.url, transports=["websocket"])
         return {"sid": self.sio.get_sid()}
+
+    async def cmd_connect(self) -> dict[str, Any]:
+        """Connect again (a new sid): the relay's "pair setup"."""
+        if self.sio.connected:
+            await self.sio.disconnect()
+        t0 = now()
+        await self.sio.connect(self.url, transports=["websocket"])
+        return {"t0": t0, "t": now(), "sid": self.sio.get_sid()}
 
     async def cmd_peer(self, sid: str) -> dict[str, Any]:
         self.peer = sid
@@ -482,6 +567,17 @@ async def serve(peer: Peer) -> None:
         await asyncio.wait_for(peer.stop(), 10)
 
 
+def udp_rcvbuf(size: int) -> None:
+    """Give aioice's UDP sockets ``size`` bytes of receive buffer (aioice 0.13
+    sets ``SO_RCVBUF`` to ``aioice.turn.UDP_SOCKET_BUFFER_SIZE``, 256 KiB, when
+    it binds; the kernel caps it at ``net.core.rmem_max``). A diagnostic: a
+    receiver that falls a few ms behind a fast sender loses datagrams in its
+    own kernel (``RcvbufErrors``), which SCTP then has to repair."""
+    import aioice.turn
+
+    aioice.turn.UDP_SOCKET_BUFFER_SIZE = size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["p2p", "raw", "sio"])
@@ -489,6 +585,13 @@ def main() -> None:
     parser.add_argument("--token", default="")
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--thread", action="store_true")
+    parser.add_argument(
+        "--udp-rcvbuf",
+        type=int,
+        default=0,
+        help="SO_RCVBUF of aioice's UDP sockets (a diagnostic for drops counted as "
+        "RcvbufErrors; 0: aioice's 256 KiB)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("p2p_nb").setLevel(logging.INFO)
@@ -503,6 +606,8 @@ def main() -> None:
             peer = SioPeer(args.url)
         await serve(peer)
 
+    if args.udp_rcvbuf:
+        udp_rcvbuf(args.udp_rcvbuf)
     factory = None
     if args.uvloop:
         import uvloop
