@@ -199,6 +199,8 @@ class P2PApp:
         self._holds = 0
         """Rejoins being handled; signaling events are held while any is."""
         self._rejoin_lock = asyncio.Lock()
+        self._rejoin_failure: str | None = None
+        """The code of the last failed rejoin reported (each kind is reported once)."""
         self._unconfirmed: set[str] = set()
         """Peers the server's roster lacked when we rejoined while our link to
         them was still open: after a server restart they may not be back yet.
@@ -860,17 +862,15 @@ class P2PApp:
         a rejoin failed (``error``), and the signaling client tries again."""
         if result is None:
             if error is not None:
-                self._emit(
-                    "error",
-                    None,
-                    SignalingError(
-                        f"rejoining room {self.room!r} failed, trying again: {error}",
-                        getattr(error, "code", "rejoin_failed"),
-                    ),
-                )
+                code = str(getattr(error, "code", "rejoin_failed"))
+                if code != self._rejoin_failure:  # once per kind, not every retry
+                    self._rejoin_failure = code
+                    message = f"rejoining room {self.room!r} failed, trying again: {error}"
+                    self._emit("error", None, SignalingError(message, code))
                 return
             self._emit("signaling_restored", None, {"resumed": False, "room": None})
             return
+        self._rejoin_failure = None
         if self._closed:
             return
         # Hold what the server sends from now on (presence, offers for a new
