@@ -59,8 +59,11 @@ async def room(
         download_dir=tmp_path / "panel",
     )
     await joined.get(timeout=30)
+    # subscribed before the check: the panel's side may connect right after it
+    connected = panel.app.events("peer_connected")
     if not panel.app.connected_peers():
-        await handled(panel.app, "peer_connected")
+        await connected.get(timeout=30)  # the panel's own handler ran before this
+    connected.close()
     yield panel, partner
     panel.close()
     await partner.disconnect()
