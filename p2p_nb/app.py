@@ -526,6 +526,17 @@ class P2PApp:
 
         return self._live(read, [])
 
+    @property
+    def incoming_transfers(self) -> list[IncomingTransfer]:
+        """Every incoming transfer of this room membership, whatever its state
+        (offered, receiving, done, failed): a copy made on the network thread,
+        safe to iterate from the kernel's (the panel reads this)."""
+
+        def read() -> list[IncomingTransfer]:
+            return list(self._transfers.incoming.values()) if self._transfers is not None else []
+
+        return self._live(read, [])
+
     def set_auto_accept(self, max_bytes: int | None) -> None:
         """Accept offers up to ``max_bytes`` without asking; ``None`` turns it off."""
         if self._closed:
