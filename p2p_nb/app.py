@@ -197,7 +197,11 @@ class P2PApp:
         self._closed = False
         self._held: list[Callable[[], None]] | None = None
         self._holds = 0
-        """Rejoins being handled; signaling events are held while any is."""
+        """Joins, rejoins and signaling outages under way; signaling events
+        are held while there is any (see ``_begin_hold``)."""
+        self._away = False
+        """Signaling was lost while in a room; held until the rejoin is handled
+        (a join reply and the events after it can be handled in either order)."""
         self._rejoin_lock = asyncio.Lock()
         self._rejoin_failure: str | None = None
         """The code of the last failed rejoin reported (each kind is reported once)."""
@@ -299,14 +303,12 @@ class P2PApp:
             self._capabilities = _as_capabilities(capabilities)
         # Others may announce themselves or offer before our join reply arrives:
         # hold those events and replay them once the room is entered.
-        self._held = []
+        self._begin_hold()
         try:
             result = await signaling.join(room, name, self._capabilities.to_wire(), timeout=timeout)
             self._enter_room(result)
         finally:
-            held, self._held = self._held, None
-        for replay in held:
-            replay()
+            self._end_hold()
         return result.peer_id
 
     def _hold(self, handler: Callable[..., None], *args: Any) -> bool:
@@ -315,6 +317,21 @@ class P2PApp:
             return False
         self._held.append(functools.partial(handler, *args))
         return True
+
+    def _begin_hold(self) -> None:
+        """Signaling events wait (in order) until the matching :meth:`_end_hold`:
+        a join or rejoin in flight, or a signaling connection that is away."""
+        self._holds += 1
+        if self._held is None:
+            self._held = []
+
+    def _end_hold(self) -> None:
+        self._holds -= 1
+        if self._holds <= 0:
+            self._holds = 0
+            held, self._held = self._held or [], None
+            for replay in held:
+                replay()
 
     def _enter_room(self, result: JoinResult) -> None:
         self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
@@ -879,19 +896,25 @@ class P2PApp:
                     message = f"rejoining room {self.room!r} failed, trying again: {error}"
                     self._emit("error", None, SignalingError(message, code))
                 return
+            self._back()
             self._emit("signaling_restored", None, {"resumed": False, "room": None})
             return
         self._rejoin_failure = None
         if self._closed:
             return
-        # Hold what the server sends from now on (presence, offers for a new
-        # id) until this rejoin is handled: the roster comes first, and a
-        # closing mesh never sees what is meant for the next one.
-        self._holds += 1
-        if self._held is None:
-            self._held = []
+        # Hold what the server sends (presence, offers for a new id) until this
+        # rejoin is handled: the roster comes first, and a closing mesh never
+        # sees what is meant for the next one.
+        self._begin_hold()
+        self._back()
         assert self._tasks is not None
         self._tasks.spawn(self._handle_rejoin(result), "rejoin")
+
+    def _back(self) -> None:
+        """The outage's hold ends (the rejoin's own hold, if any, goes on)."""
+        if self._away:
+            self._away = False
+            self._end_hold()
 
     async def _handle_rejoin(self, result: JoinResult) -> None:
         """One rejoin at a time (a second drop may come while one starts over)."""
@@ -899,11 +922,7 @@ class P2PApp:
             async with self._rejoin_lock:
                 await self._apply_rejoin(result)
         finally:
-            self._holds -= 1
-            if self._holds == 0:
-                held, self._held = self._held or [], None
-                for replay in held:
-                    replay()
+            self._end_hold()
 
     async def _apply_rejoin(self, result: JoinResult) -> None:
         if self.room is None or self._mesh is None:
@@ -977,6 +996,11 @@ class P2PApp:
             self._mesh.handle_signal(from_id, data)
 
     def _on_signaling_lost(self) -> None:
+        if self.room is not None and not self._away and not self._closed:
+            # from now until the rejoin is handled, signaling events wait: the
+            # events after a join reply may be handled before the reply itself
+            self._away = True
+            self._begin_hold()
         self._emit(
             "signaling_lost",
             None,
