@@ -213,8 +213,14 @@ class P2PApp:
         self._closed = False
         self._held: list[Callable[[], None]] | None = None
         self._holds = 0
-        """Rejoins being handled; signaling events are held while any is."""
+        """Joins, rejoins and signaling outages under way; signaling events
+        are held while there is any (see ``_begin_hold``)."""
+        self._away = False
+        """Signaling was lost while in a room; held until the rejoin is handled
+        (a join reply and the events after it can be handled in either order)."""
         self._rejoin_lock = asyncio.Lock()
+        self._rejoin_failure: str | None = None
+        """The code of the last failed rejoin reported (each kind is reported once)."""
         self._unconfirmed: set[str] = set()
         """Peers the server's roster lacked when we rejoined while our link to
         them was still open: after a server restart they may not be back yet.
@@ -351,14 +357,12 @@ class P2PApp:
             self._capabilities = _as_capabilities(capabilities)
         # Others may announce themselves or offer before our join reply arrives:
         # hold those events and replay them once the room is entered.
-        self._held = []
+        self._begin_hold()
         try:
             result = await signaling.join(room, name, self._capabilities.to_wire(), timeout=timeout)
             self._enter_room(result)
         finally:
-            held, self._held = self._held, None
-        for replay in held:
-            replay()
+            self._end_hold()
         return result.peer_id
 
     @_networked
@@ -390,6 +394,21 @@ class P2PApp:
             return False
         self._held.append(functools.partial(handler, *args))
         return True
+
+    def _begin_hold(self) -> None:
+        """Signaling events wait (in order) until the matching :meth:`_end_hold`:
+        a join or rejoin in flight, or a signaling connection that is away."""
+        self._holds += 1
+        if self._held is None:
+            self._held = []
+
+    def _end_hold(self) -> None:
+        self._holds -= 1
+        if self._holds <= 0:
+            self._holds = 0
+            held, self._held = self._held or [], None
+            for replay in held:
+                replay()
 
     def _enter_room(self, result: JoinResult) -> None:
         self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
@@ -613,6 +632,17 @@ class P2PApp:
             if self._transfers is None:
                 return []
             return [t for t in self._transfers.incoming.values() if t.state == "offered"]
+
+        return self._live(read, [])
+
+    @property
+    def incoming_transfers(self) -> list[IncomingTransfer]:
+        """Every incoming transfer of this room membership, whatever its state
+        (offered, receiving, done, failed): a copy made on the network thread,
+        safe to iterate from the kernel's (the panel reads this)."""
+
+        def read() -> list[IncomingTransfer]:
+            return list(self._transfers.incoming.values()) if self._transfers is not None else []
 
         return self._live(read, [])
 
@@ -952,27 +982,31 @@ class P2PApp:
         a rejoin failed (``error``), and the signaling client tries again."""
         if result is None:
             if error is not None:
-                self._emit(
-                    "error",
-                    None,
-                    SignalingError(
-                        f"rejoining room {self.room!r} failed, trying again: {error}",
-                        getattr(error, "code", "rejoin_failed"),
-                    ),
-                )
+                code = str(getattr(error, "code", "rejoin_failed"))
+                if code != self._rejoin_failure:  # once per kind, not every retry
+                    self._rejoin_failure = code
+                    message = f"rejoining room {self.room!r} failed, trying again: {error}"
+                    self._emit("error", None, SignalingError(message, code))
                 return
+            self._back()
             self._emit("signaling_restored", None, {"resumed": False, "room": None})
             return
+        self._rejoin_failure = None
         if self._closed:
             return
-        # Hold what the server sends from now on (presence, offers for a new
-        # id) until this rejoin is handled: the roster comes first, and a
-        # closing mesh never sees what is meant for the next one.
-        self._holds += 1
-        if self._held is None:
-            self._held = []
+        # Hold what the server sends (presence, offers for a new id) until this
+        # rejoin is handled: the roster comes first, and a closing mesh never
+        # sees what is meant for the next one.
+        self._begin_hold()
+        self._back()
         assert self._tasks is not None
         self._tasks.spawn(self._handle_rejoin(result), "rejoin")
+
+    def _back(self) -> None:
+        """The outage's hold ends (the rejoin's own hold, if any, goes on)."""
+        if self._away:
+            self._away = False
+            self._end_hold()
 
     async def _handle_rejoin(self, result: JoinResult) -> None:
         """One rejoin at a time (a second drop may come while one starts over)."""
@@ -980,11 +1014,7 @@ class P2PApp:
             async with self._rejoin_lock:
                 await self._apply_rejoin(result)
         finally:
-            self._holds -= 1
-            if self._holds == 0:
-                held, self._held = self._held or [], None
-                for replay in held:
-                    replay()
+            self._end_hold()
 
     async def _apply_rejoin(self, result: JoinResult) -> None:
         if self.room is None or self._mesh is None:
@@ -1058,6 +1088,11 @@ class P2PApp:
             self._mesh.handle_signal(from_id, data)
 
     def _on_signaling_lost(self) -> None:
+        if self.room is not None and not self._away and not self._closed:
+            # from now until the rejoin is handled, signaling events wait: the
+            # events after a join reply may be handled before the reply itself
+            self._away = True
+            self._begin_hold()
         self._emit(
             "signaling_lost",
             None,

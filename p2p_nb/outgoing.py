@@ -188,9 +188,10 @@ class Outgoing:
             self.send(protocol.Ping(id=ping_id, ts=time.time()).encode())
             self.send_batch()
             async with asyncio.timeout(timeout):
-                await pong
-                while self.unacked and self._open():
-                    wake = self.link._wake  # set (and replaced) by every ack and state change
+                # woken by the pong, every ack and every state change (a peer
+                # that closes first ends the wait at once)
+                while self._open() and (not pong.done() or self.unacked):
+                    wake = self.link._wake
                     await wake.wait()
         except (TimeoutError, PeerUnavailable) as exc:
             log.info("link %s: not settled before closing (%r)", self.link.peer_id, exc)
@@ -202,6 +203,7 @@ class Outgoing:
         waiter = self._pongs.pop(ping_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+            self.link._notify()
 
     def close(self) -> None:
         """Closing: what was sent before still leaves, with the ack we owe (the

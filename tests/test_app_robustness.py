@@ -10,6 +10,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +134,7 @@ async def test_every_call_after_disconnect_raises_app_closed(make_peer: MakePeer
     assert a.connected_peers() == []
     assert a.all_connection_qualities() == {}
     assert a.offers == []
+    assert a.incoming_transfers == []
     assert [m.text for m in a.messages] == ["before"]
     assert a.received == {}
     assert "disconnected" in repr(a)
@@ -203,6 +205,7 @@ async def test_status_reads_from_the_kernel_thread_while_links_churn(
                         a.connection_status(pid)
                 a.all_remote_capabilities()
                 a.offers  # noqa: B018
+                a.incoming_transfers  # noqa: B018
                 if reads[0] % 20 == 0:
                     a.all_connection_qualities()
                 reads[0] += 1
@@ -247,3 +250,23 @@ async def test_snapshot_runs_on_the_network_thread(make_peer: MakePeer) -> None:
     assert a._net.call(lambda: 41 + 1) == 42
     with pytest.raises(ZeroDivisionError):  # the network loop's exception, here
         a._net.call(lambda: 1 / 0)
+
+
+async def test_incoming_transfers_is_a_copy_made_on_the_network_thread(
+    make_peer: MakePeer, tmp_path: Path
+) -> None:
+    """What the panel needs (every incoming transfer, not only open offers),
+    without reaching into the transfer manager's dict from the kernel's thread."""
+    a = await make_peer("a")
+    b = await make_peer("b", thread=True)
+    await wait_mesh([a, b])
+    offers = b.events("file_offer")
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"x" * 1000)
+    await a.share_file(src)
+    offer = (await offers.get(timeout=10)).data
+    got = b.incoming_transfers
+    assert [(t.id, t.state) for t in got] == [(offer.id, "offered")]
+    got.clear()  # a copy: the app's own record is untouched
+    assert [t.id for t in b.incoming_transfers] == [offer.id]
+    assert [t.id for t in b.offers] == [offer.id]
