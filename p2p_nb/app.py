@@ -14,6 +14,7 @@ import getpass
 import inspect
 import logging
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -32,9 +33,11 @@ from .discovery import discover_server
 from .errors import (
     AppClosed,
     InviteError,
+    NameRefused,
     P2PError,
     PeerUnavailable,
     ProtocolError,
+    RoomSecretError,
     SignalingError,
     TransferError,
 )
@@ -45,6 +48,7 @@ from .invite import Invite, format_invite, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
+from .names import MAX_NAME_CHARS, NameProblem, clean_name
 from .netthread import NetworkThread
 from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
@@ -359,11 +363,51 @@ class P2PApp:
         # hold those events and replay them once the room is entered.
         self._begin_hold()
         try:
-            result = await signaling.join(room, name, self._capabilities.to_wire(), timeout=timeout)
+            if self._room_key is not None:
+                # the server gets a pseudonym and, once our id is known, a sealed
+                # profile: so it checks the real name nowhere, and we do it here
+                try:
+                    name = clean_name(name, MAX_NAME_CHARS)
+                except NameProblem as exc:
+                    raise NameRefused(exc.message, exc.code) from None
+                pseudonym = f"member-{secrets.token_hex(4)}"
+                result = await signaling.join(room, pseudonym, {}, timeout=timeout)
+                result = dataclasses.replace(result, name=name)
+            else:
+                caps = self._capabilities.to_wire()
+                result = await signaling.join(room, name, caps, timeout=timeout)
             self._enter_room(result)
+            if self._room_key is not None:
+                await self._send_profile()
         finally:
             self._end_hold()
         return result.peer_id
+
+    async def _send_profile(self) -> None:
+        """In a room with a secret: our name and capabilities, sealed for the
+        members (the server keeps the blob for later joiners and rejoins)."""
+        signaling = self._signaling
+        if self._room_key is None or signaling is None or self.peer_id is None:
+            return
+        sealed = self._room_key.seal_profile(self.peer_id, self.name, self._capabilities.to_wire())
+        await signaling.update(sealed)
+
+    def _unseal(self, peer: RemotePeer) -> RemotePeer:
+        """A peer as the server introduced it, with its sealed profile opened (in
+        a room with a secret); a profile that does not open is reported and the
+        peer keeps its pseudonym and default capabilities."""
+        if self._room_key is None:
+            return peer
+        try:
+            opened = self._room_key.open_profile(peer.peer_id, peer.capabilities)
+            if opened is None:
+                return peer
+            name, caps = opened
+            name = clean_name(name, MAX_NAME_CHARS)
+        except (RoomSecretError, NameProblem) as exc:
+            self._emit("error", peer.peer_id, RoomSecretError(str(exc)))
+            return dataclasses.replace(peer, capabilities={})
+        return dataclasses.replace(peer, name=name, capabilities=caps)
 
     @_networked
     async def create_invite(self, ttl: float = DEFAULT_INVITE_TTL) -> str:
@@ -804,7 +848,10 @@ class P2PApp:
         signaling = self._signaling
         if signaling is not None and signaling.connected:
             try:
-                await signaling.update(caps.to_wire())
+                if self._room_key is not None:
+                    await self._send_profile()
+                else:
+                    await signaling.update(caps.to_wire())
             except P2PError as exc:  # the data channels carried it anyway
                 log.info("capabilities update through signaling failed: %s", exc)
         return caps
@@ -943,6 +990,7 @@ class P2PApp:
 
     def _add_peer(self, peer: RemotePeer) -> None:
         assert self._mesh is not None
+        peer = self._unseal(peer)
         if peer.peer_id in self._peers:
             # already known: a peer re-announced after a signaling server restart
             self._unconfirmed.discard(peer.peer_id)
@@ -966,6 +1014,14 @@ class P2PApp:
         if self._hold(self._on_peer_updated, peer):
             return
         if peer.peer_id in self._peers:
+            peer = self._unseal(peer)
+            known = self._peers[peer.peer_id]
+            if peer.name != known.name and self._room_key is not None:
+                # a sealed profile arrived after the peer's join: its real name
+                self._peers[peer.peer_id] = dataclasses.replace(known, name=peer.name)
+                link = self._mesh.links.get(peer.peer_id) if self._mesh is not None else None
+                if link is not None:
+                    link.name = peer.name
             self._set_remote_caps(peer.peer_id, peer.capabilities, announce=True)
 
     def _on_relay(self, from_id: str, data: str | bytes) -> None:
@@ -1033,7 +1089,11 @@ class P2PApp:
         await self._leave_mesh()
         for pid, peer in old.items():
             self._emit("peer_left", pid, {"name": peer.name, "reason": "rejoined"})
+        if self._room_key is not None:
+            result = dataclasses.replace(result, name=self.name)  # not the pseudonym
         self._enter_room(result)
+        if self._room_key is not None:
+            await self._quietly(self._send_profile())  # sealed for the new id
         self._emit("signaling_restored", None, {"resumed": False, "room": result.room})
 
     def _resumed(self, result: JoinResult) -> None:

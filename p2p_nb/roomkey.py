@@ -12,7 +12,11 @@ is stretched with scrypt into a room key, and from that key come
   description and the link is never opened;
 - the **relay salt**: relay sessions (:mod:`p2p_nb.relaykey`) mix it into their
   key derivation, so a server that swaps the X25519 keys of a relay session
-  still cannot read or forge relayed frames.
+  still cannot read or forge relayed frames;
+- the **profile key**: a member's name and capabilities go to the server
+  sealed (``{"sealed": ...}`` in place of the capabilities, a pseudonym in
+  place of the name), bound to its peer id, so the operator sees neither and
+  cannot move one member's profile onto another.
 
 Pure: no I/O. The formulas and test vectors are in ``docs/protocol.md``
 ("Room secret").
@@ -20,14 +24,19 @@ Pure: no I/O. The formulas and test vectors are in ``docs/protocol.md``
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -83,6 +92,7 @@ class RoomKey:
     room: str
     auth_key: bytes
     relay_salt: bytes
+    profile_key: bytes
 
     def __repr__(self) -> str:  # keys stay out of logs and tracebacks
         return f"RoomKey(room={self.room!r})"
@@ -91,7 +101,8 @@ class RoomKey:
     def derive(cls, room: str, secret: str) -> RoomKey:
         """``master = scrypt(secret, salt = LABEL|room, N=2^15, r=8, p=1, 32 bytes)``;
         ``auth_key = HKDF(master, info="auth")``, ``relay_salt = HKDF(master,
-        info="relay")`` (HKDF-SHA256, salt ``LABEL``)."""
+        info="relay")``, ``profile_key = HKDF(master, info="profile")``
+        (HKDF-SHA256, salt ``LABEL``)."""
         if not isinstance(secret, str):
             raise RoomSecretError("a room secret is a string")
         if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
@@ -100,7 +111,41 @@ class RoomKey:
                 f"(this one has {len(secret)})"
             )
         master = _stretch(room, secret)
-        return cls(room, _expand(master, "auth"), _expand(master, "relay"))
+        return cls(
+            room, _expand(master, "auth"), _expand(master, "relay"), _expand(master, "profile")
+        )
+
+    def _profile_aad(self, peer_id: str) -> bytes:
+        return f"{LABEL}|profile|{self.room}|{peer_id}".encode()
+
+    def seal_profile(self, peer_id: str, name: str, capabilities: dict[str, Any]) -> dict[str, str]:
+        """What we tell the server our capabilities are: ``{"sealed": base64(nonce
+        (12 random bytes) ‖ AES-256-GCM(profile_key, JSON {"n": name, "c":
+        capabilities}, aad = LABEL|profile|room|peer_id))}``."""
+        nonce = os.urandom(12)
+        plain = json.dumps({"n": name, "c": capabilities}, separators=(",", ":")).encode()
+        sealed = AESGCM(self.profile_key).encrypt(nonce, plain, self._profile_aad(peer_id))
+        return {"sealed": base64.b64encode(nonce + sealed).decode("ascii")}
+
+    def open_profile(self, peer_id: str, capabilities: object) -> tuple[str, dict[str, Any]] | None:
+        """(name, capabilities) from a peer's sealed capabilities; ``None`` if they
+        are not sealed; :class:`RoomSecretError` if they do not open for this peer."""
+        if not isinstance(capabilities, dict) or "sealed" not in capabilities:
+            return None
+        try:
+            raw = base64.b64decode(str(capabilities["sealed"]), validate=True)
+            plain = AESGCM(self.profile_key).decrypt(raw[:12], raw[12:], self._profile_aad(peer_id))
+            profile = json.loads(plain)
+        except (binascii.Error, ValueError, InvalidTag) as exc:
+            raise RoomSecretError(
+                f"the profile of {peer_id} does not open with this room's secret "
+                "(another secret, or moved or altered on the way)"
+            ) from exc
+        name = profile.get("n") if isinstance(profile, dict) else None
+        caps = profile.get("c") if isinstance(profile, dict) else None
+        if not isinstance(name, str) or not isinstance(caps, dict):
+            raise RoomSecretError(f"the sealed profile of {peer_id} is malformed")
+        return name, caps
 
     def _message(self, sender: str, receiver: str, signal: dict[str, Any]) -> bytes:
         """Compact JSON ``[LABEL, room, sender, receiver, type, [fingerprints],

@@ -195,3 +195,62 @@ VECTOR: dict[str, str] = {
     "relay_salt": "f44b766b1900bc060bc9915c8711fc53f34d9a9f2ce76459e38f66533726437d",
     "auth": "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda",
 }
+
+
+async def test_the_server_sees_neither_names_nor_capabilities_of_members(
+    signal_server: RunningServer,
+) -> None:
+    """With a secret, the server holds pseudonyms and sealed blobs; members see
+    each other's real names and capabilities (late joiners too)."""
+    async with members(signal_server, ("ana", SECRET), ("ben", SECRET)) as (ana, ben):
+        await ana.update_capabilities(services=["messaging", "gpu-box"])
+        async with members(signal_server, ("cy", SECRET)) as (cy,):
+            await wait_mesh([ana, ben, cy])
+            for app in (ben, cy):
+                got = await wait_for_name(app, ana.peer_id or "", "ana")
+                assert got.name == "ana"
+                caps = await wait_for_caps(app, ana.peer_id or "", "gpu-box")
+                assert "gpu-box" in caps.services
+            seen = [(p.name, p.capabilities) for p in signal_server.service.peers.values()]
+            assert len(seen) == 3
+            for name, caps in seen:
+                assert name.startswith("member-")
+                assert set(caps) == {"sealed"}
+            server_view = repr(seen)
+            for secret_text in ("ana", "ben", "cy", "gpu-box", "messaging"):
+                assert secret_text not in server_view
+
+
+async def wait_for_name(app: P2PApp, peer_id: str, name: str, timeout: float = 20) -> Any:
+    stream = app.events("peer_updated", "peer_joined")
+    try:
+        async with asyncio.timeout(timeout):
+            while app.peers.get(peer_id) is None or app.peers[peer_id].name != name:
+                await stream.get()
+        return app.peers[peer_id]
+    finally:
+        stream.close()
+
+
+async def wait_for_caps(app: P2PApp, peer_id: str, service: str, timeout: float = 20) -> Any:
+    stream = app.events("peer_updated", "peer_joined")
+    try:
+        async with asyncio.timeout(timeout):
+            while service not in app.remote_capabilities(peer_id).services:
+                await stream.get()
+        return app.remote_capabilities(peer_id)
+    finally:
+        stream.close()
+
+
+def test_a_profile_opens_only_for_its_peer_and_its_room() -> None:
+    key = RoomKey.derive("team", SECRET)
+    sealed = key.seal_profile("aaaa", "ana", {"services": ["x"]})
+    assert key.open_profile("aaaa", sealed) == ("ana", {"services": ["x"]})
+    assert key.open_profile("aaaa", {"services": []}) is None  # not sealed
+    with pytest.raises(RoomSecretError):
+        key.open_profile("bbbb", sealed)  # moved onto another member
+    with pytest.raises(RoomSecretError):
+        RoomKey.derive("other", SECRET).open_profile("aaaa", sealed)
+    with pytest.raises(RoomSecretError):
+        key.open_profile("aaaa", {"sealed": "!!"})

@@ -25,11 +25,11 @@ from typing import Any
 import socketio
 
 from .._version import __version__
+from ..names import NameProblem, clean_name, name_key
 from ..turn import TurnServer
 from .auth import AuthRefused, Identity
 from .invites import DEFAULT_TTL, InviteBook
 from .limits import ROOM_NAME_RE, ServerLimits
-from .names import NameProblem, clean_name, name_key
 
 log = logging.getLogger(__name__)
 

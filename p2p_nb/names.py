@@ -1,4 +1,5 @@
-"""Display names in a room: what the server accepts and when two are "the same".
+"""Display names in a room: what the server accepts, what peers accept from a sealed
+profile (in a room with a secret the server never sees them), and when two are "the same".
 
 A name is what other members see in their peer list, so it must not be able to
 pose as someone else's: no invisible or direction-changing characters (bidi
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 
+MAX_NAME_CHARS = 64
+"""The longest display name (the server's ``ServerLimits.max_name_length`` default)."""
 FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 """Controls, format characters (bidi overrides and isolates, zero-width
 space/joiners, BOM), lone surrogates, private use, line/paragraph separators."""
