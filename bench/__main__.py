@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +66,13 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    from .procs import Registry
+    from .procs import run_logs
     from .report import chart, evaluate, table
     from .suite import Config, run_suite
 
     cfg = Config.quick_config() if args.quick else Config()
     cfg.uvloop = not args.no_uvloop
-    args.out.mkdir(parents=True, exist_ok=True)
-    logs = args.out / "logs"
-    logs.mkdir(exist_ok=True)
-    for old in logs.glob("*.log"):
-        old.unlink()
-    reg = Registry(logs)
-    began = time.monotonic()
-
-    def log(line: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {line}", file=sys.stderr, flush=True)
+    reg, log = run_logs(args.out, "logs")
 
     async def run() -> dict[str, Any]:
         try:

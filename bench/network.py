@@ -46,7 +46,7 @@ from typing import Any
 import psutil
 
 from .netem import Network, emulated_path, tcp_congestion_default, udp_probe
-from .procs import ROOT, Registry, Worker
+from .procs import ROOT, Registry, Worker, run_logs
 from .suite import MB, Config, Pair, Suite, pct, stats
 
 SCTP_SAMPLE_S = 0.1
@@ -621,16 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_link:
         cfg.link = False
         cfg.mesh_peers = 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    logs = args.out / "logs-network"
-    logs.mkdir(exist_ok=True)
-    for old in logs.glob("*.log"):
-        old.unlink()
-    reg = Registry(logs)
-    began = time.monotonic()
-
-    def log(line: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {line}", file=sys.stderr, flush=True)
+    reg, log = run_logs(args.out, "logs-network")
 
     info = machine()
     results = asyncio.run(run_matrix(cfg, reg, log))

@@ -10,11 +10,29 @@ import json
 import secrets
 import socket
 import sys
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_logs(out: Path, folder: str) -> tuple[Registry, Callable[[str], None]]:
+    """A fresh log folder under ``out`` for one run's processes, and a progress
+    logger to stderr that stamps each line with the seconds since the start."""
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / folder
+    logs.mkdir(exist_ok=True)
+    for old in logs.glob("*.log"):
+        old.unlink()
+    began = time.monotonic()
+
+    def log(line: str) -> None:
+        print(f"[{time.monotonic() - began:6.1f}s] {line}", file=sys.stderr, flush=True)
+
+    return Registry(logs), log
 
 
 class Registry:
