@@ -32,6 +32,7 @@ from .capabilities import Capabilities
 from .discovery import discover_server
 from .errors import (
     AppClosed,
+    AuthError,
     InviteError,
     NameRefused,
     P2PError,
@@ -1037,6 +1038,10 @@ class P2PApp:
         """Signaling is back: same identity (nobody noticed), or a new one; or
         a rejoin failed (``error``), and the signaling client tries again."""
         if result is None:
+            if isinstance(error, AuthError):  # the signaling client has stopped trying
+                message = f"cannot rejoin room {self.room!r}, not trying again: {error}"
+                self._emit("error", None, AuthError(message, error.code))
+                return
             if error is not None:
                 code = str(getattr(error, "code", "rejoin_failed"))
                 if code != self._rejoin_failure:  # once per kind, not every retry

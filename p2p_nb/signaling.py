@@ -318,6 +318,8 @@ class SignalingClient:
                 except (socketio.exceptions.ConnectionError, ValueError) as exc:
                     log.info("signaling reconnect attempt %d failed: %s", attempt, exc)
                     await self._release()
+                    if is_invite_token(token) and await self._invite_refused(url, token):
+                        return  # expired or revoked: no retry can change that
                     continue
                 self.reconnects += 1
                 log.info("signaling connection back after %d attempt(s)", attempt)
@@ -327,6 +329,11 @@ class SignalingClient:
                 return
             try:
                 result = await self._rejoin(self._membership, timeout)
+            except AuthError as exc:  # these credentials no longer admit us: final
+                log.warning("rejoin refused (%s); not trying again", exc)
+                if self._on_rejoined is not None and not self._closing:
+                    self._on_rejoined(None, exc)
+                return
             except P2PError as exc:
                 log.warning("rejoin failed (attempt %d, trying again): %s", attempt, exc)
                 if self._on_rejoined is not None and not self._closing:
@@ -337,6 +344,22 @@ class SignalingClient:
             if self._on_rejoined is not None:
                 self._on_rejoined(result, None)
             return
+
+    async def _invite_refused(self, url: str, token: str | None) -> bool:
+        """After a failed reconnect with an invite: is the invite itself refused
+        now (expired, revoked)? Then it is reported (``on_rejoined(None, error)``)
+        and the reconnect loop ends; a server that is only down is retried."""
+        assert token is not None
+        try:
+            await check_invite(url, token)
+        except AuthError as exc:
+            log.warning("signaling: %s; not reconnecting", exc)
+            if self._on_rejoined is not None and not self._closing:
+                self._on_rejoined(None, exc)
+            return True
+        except SignalingError:
+            return False
+        return False
 
     async def _rejoin(
         self, membership: tuple[str, str, dict[str, Any]], timeout: float

@@ -3,6 +3,7 @@ Jupyter server an invite opens the p2p socket and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -122,9 +123,16 @@ async def test_a_revoked_invite_lets_nobody_in_and_its_guests_out(
             await ben.join_room(name="ben")
             lost = ben.events("signaling_lost")
             left = ana.events("peer_left")
+            errors = ben.events("error")
             await ana.revoke_invite(link)
             await lost.get(timeout=10)
             assert (await left.get(timeout=20)).peer_id == ben.peer_id
+            # ben's client tries to come back, learns why it cannot, and stops trying
+            refused = await errors.wait_for("error", lambda e: "revoked" in str(e.data), timeout=30)
+            assert isinstance(refused.data, AuthError)
+            reconnector = ben._signaling._reconnector  # type: ignore[union-attr]
+            assert reconnector is not None
+            await asyncio.wait_for(asyncio.shield(reconnector), 10)
             with pytest.raises(AuthError, match="revoked"):
                 await P2PApp.connect(invite=link, thread=False)
         finally:
