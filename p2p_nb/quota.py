@@ -64,19 +64,34 @@ def offer_refusal(
 ) -> TransferLimitError | None:
     """Why a new offer from ``peer_id`` must be declined at once, or None."""
     pending = [r for r in records if r.state in PENDING_STATES]
-    mine = sum(1 for r in pending if r.peer_id == peer_id)
-    if mine >= limits.max_pending_offers_per_peer:
-        return TransferLimitError(
-            f"too many pending offers from you ({mine}; the receiver's limit is "
-            f"{limits.max_pending_offers_per_peer})",
-            "max_pending_offers_per_peer",
-        )
-    if len(pending) >= limits.max_pending_offers:
-        return TransferLimitError(
-            f"too many pending offers ({len(pending)}; the receiver's limit is "
-            f"{limits.max_pending_offers})",
-            "max_pending_offers",
-        )
+    return _over_cap(
+        pending,
+        peer_id,
+        ("pending offers from you", limits.max_pending_offers_per_peer),
+        ("pending offers", limits.max_pending_offers),
+        "max_pending_offers",
+    )
+
+
+def _over_cap(
+    held: list[Held],
+    peer_id: str,
+    per_peer: tuple[str, int],
+    overall: tuple[str, int],
+    setting: str,
+) -> TransferLimitError | None:
+    """The refusal when ``peer_id`` already has ``per_peer`` of ``held`` or
+    everyone together ``overall`` (each: what they are, the limit); ``setting``
+    names the overall limit (the per-peer one is ``setting + "_per_peer"``)."""
+    mine = sum(1 for r in held if r.peer_id == peer_id)
+    for (what, limit), count, name in (
+        (per_peer, mine, f"{setting}_per_peer"),
+        (overall, len(held), setting),
+    ):
+        if count >= limit:
+            return TransferLimitError(
+                f"too many {what} ({count}; the receiver's limit is {limit})", name
+            )
     return None
 
 
@@ -96,19 +111,15 @@ def accept_refusal(
     """
     others = [r for r in records if r is not new]
     active = [r for r in others if r.state in ACTIVE_STATES]
-    mine = sum(1 for r in active if r.peer_id == new.peer_id)
-    if mine >= limits.max_active_per_peer:
-        return TransferLimitError(
-            f"too many transfers from you in progress ({mine}; the receiver's limit is "
-            f"{limits.max_active_per_peer})",
-            "max_active_per_peer",
-        )
-    if len(active) >= limits.max_active:
-        return TransferLimitError(
-            f"too many transfers in progress ({len(active)}; the receiver's limit is "
-            f"{limits.max_active})",
-            "max_active",
-        )
+    busy = _over_cap(
+        active,
+        new.peer_id,
+        ("transfers from you in progress", limits.max_active_per_peer),
+        ("transfers in progress", limits.max_active),
+        "max_active",
+    )
+    if busy is not None:
+        return busy
     reserved = reserved_bytes(active)
     if new.size + reserved + limits.keep_free_bytes > free:
         return TransferLimitError(
