@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc.rtcdtlstransport import RTCCertificate
 
 if TYPE_CHECKING:
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCPeerConnection, RTCSessionDescription
 
 SOCKET_BUFFER_BYTES = 4 * 2**20
 """UDP buffer size asked for each ICE socket (the OS caps it at net.core.rmem_max)."""
@@ -44,6 +44,34 @@ def enlarge_socket_buffers(pc: RTCPeerConnection) -> None:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+
+
+async def set_local_description(pc: RTCPeerConnection, description: RTCSessionDescription) -> None:
+    """``pc.setLocalDescription(description)`` that leaves no socket open behind it.
+
+    aioice binds its host sockets while it gathers and adds them to its
+    connection only when a component's gathering ends. A ``close()`` that
+    overtakes a gather (leaving a room while a link negotiates) empties the
+    connection before those sockets are in it, so they stayed open until the
+    loop closed ("unclosed resource <UDPTransport>"). What the gather added to
+    a connection closed meanwhile is closed here."""
+    try:
+        await pc.setLocalDescription(description)
+    finally:
+        if pc.connectionState == "closed":
+            await close_stray_sockets(pc)
+
+
+async def close_stray_sockets(pc: RTCPeerConnection) -> None:
+    """Close the sockets a gather added to ``pc``'s ICE connection after it was
+    closed (see :func:`set_local_description`)."""
+    connection = _ice_connection(pc)
+    protocols = list(getattr(connection, "_protocols", []))
+    for stun in protocols:
+        with contextlib.suppress(Exception):
+            await stun.close()
+    if protocols:
+        connection._protocols.clear()
 
 
 def route_type(pc: RTCPeerConnection) -> str | None:

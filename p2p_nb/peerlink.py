@@ -30,7 +30,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
 from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
-from .ice import enlarge_socket_buffers, route_type, sdp_fingerprint
+from .ice import enlarge_socket_buffers, route_type, sdp_fingerprint, set_local_description
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
 from .outgoing import Outgoing
 from .relay import RelayChannel
@@ -663,7 +663,7 @@ class PeerLink:
         if self.state in ("new", "limited"):
             self.limited_reason = None
             self._set_state("connecting")
-        await pc.setLocalDescription(await pc.createOffer())
+        await set_local_description(pc, await pc.createOffer())
         self._attempt_id = secrets.token_hex(8)
         await self._send_description(
             pc, {"attempt": self._attempt_id, **self.safety.offer_fields()}
@@ -700,7 +700,7 @@ class PeerLink:
                 self._set_state("reconnecting")
             sdp = signal["sdp"]
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
+            await set_local_description(pc, await pc.createAnswer())
             attempt = signal.get("attempt")
             fields: dict[str, Any] = {"attempt": attempt} if isinstance(attempt, str) else {}
             try:
