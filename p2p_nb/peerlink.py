@@ -30,7 +30,13 @@ from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
 from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
-from .ice import enlarge_socket_buffers, route_type, sdp_fingerprint, set_local_description
+from .ice import (
+    TailLossProbe,
+    enlarge_socket_buffers,
+    route_type,
+    sdp_fingerprint,
+    set_local_description,
+)
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
 from .outgoing import Outgoing
 from .relay import RelayChannel
@@ -281,6 +287,7 @@ class PeerLink:
             return
         if self.pc is not None:
             enlarge_socket_buffers(self.pc)
+            TailLossProbe.install(self.pc)
         if self.initiator and self.transport == "direct":
             nonce, replaced = self.safety.reveal()
             if nonce is not None:
