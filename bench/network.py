@@ -50,7 +50,14 @@ from .procs import ROOT, Registry, Worker, run_logs
 from .suite import MB, Config, Pair, Suite, pct, stats
 
 SCTP_SAMPLE_S = 0.1
-VARIANTS = {"p2p_nb": "p2p-nb", "raw_aiortc": "raw aiortc", "socketio_relay": "Socket.IO relay"}
+VARIANTS = {
+    "p2p_nb": "p2p-nb",
+    "p2p_nb_no_probe": "p2p-nb, no TLP",
+    "raw_aiortc": "raw aiortc",
+    "socketio_relay": "Socket.IO relay",
+}
+"""Every variant a run may have; ``p2p_nb_no_probe`` (p2p-nb without its
+tail-loss probe) only with ``--compare-probe``."""
 
 
 @dataclass
@@ -84,6 +91,8 @@ class NetConfig:
     udp_rcvbuf: int = 0
     """SO_RCVBUF of the peers' aioice sockets (bench.worker --udp-rcvbuf); 0: aioice's."""
     link: bool = True
+    compare_probe: bool = False
+    """Also run p2p-nb with ``MeshSettings(tail_loss_probe=False)``."""
     deadline: float = 3600.0
 
     @classmethod
@@ -182,7 +191,7 @@ class Matrix:
         self.suite = Suite(Config(), reg, log)
         self.pairs: dict[str, Pair] = {}
         self.extra: dict[str, list[Worker]] = {}
-        self.p2p_joined = False
+        self.p2p_joined: set[str] = set()
         self.rooms = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -210,11 +219,13 @@ class Matrix:
             "raw_aiortc": ("raw", *buf),
             "socketio_relay": ("sio", "--url", self.relay),
         }
+        if self.cfg.compare_probe:
+            kinds["p2p_nb_no_probe"] = (*p2p, "--no-tail-loss-probe")
         made: dict[str, list[Worker]] = {}
         for key, argv in kinds.items():
+            nodes = self.names[:2] if key == "p2p_nb_no_probe" else self.names  # no mesh
             made[key] = [
-                await ns_worker(self.reg, self.net, node, f"{key}-{node}", *argv)
-                for node in self.names
+                await ns_worker(self.reg, self.net, node, f"{key}-{node}", *argv) for node in nodes
             ]
         await asyncio.gather(*(w.ready(timeout=300) for ws in made.values() for w in ws))
         for key, ws in made.items():
@@ -222,18 +233,17 @@ class Matrix:
             self.extra[key] = ws[2:]
 
     # ------------------------------------------------------------ setup
-    async def setup_p2p(self, runs: int) -> list[float]:
-        pair = self.pairs["p2p_nb"]
+    async def setup_p2p(self, runs: int, key: str = "p2p_nb") -> list[float]:
+        pair = self.pairs[key]
         out = []
-        for r in range(runs):
-            if self.p2p_joined:
+        for _ in range(runs):
+            if key in self.p2p_joined:
                 await asyncio.gather(
                     pair.a.call("leave", timeout=60), pair.b.call("leave", timeout=60)
                 )
             self.rooms += 1
             out.append(await self.suite.p2p_join_pair(pair.a, pair.b, f"pair-{self.rooms}"))
-            self.p2p_joined = True
-            del r
+            self.p2p_joined.add(key)
         return out
 
     async def setup_raw(self, runs: int) -> list[float]:
@@ -324,9 +334,9 @@ class Matrix:
         n = self.cfg.mesh_peers
         out: dict[str, float] = {}
         p2p = [self.pairs["p2p_nb"].a, self.pairs["p2p_nb"].b, *self.extra["p2p_nb"]][:n]
-        if self.p2p_joined:
+        if "p2p_nb" in self.p2p_joined:
             await asyncio.gather(*(w.call("leave", timeout=60) for w in p2p[:2]))
-            self.p2p_joined = False
+            self.p2p_joined.discard("p2p_nb")
         self.rooms += 1
         t0 = time.monotonic()
         for w in p2p:  # one after another, as bench.suite's mesh does
@@ -379,13 +389,15 @@ class Matrix:
                 else None,
                 "udp_lost_share": round(probe.lost_share, 3),
             },
-            "variants": {k: {} for k in VARIANTS},
+            "variants": {k: {} for k in VARIANTS if k in self.pairs},
         }
         setups = {
             "p2p_nb": await self.setup_p2p(cfg.setup_runs),
             "raw_aiortc": await self.setup_raw(cfg.setup_runs),
             "socketio_relay": await self.setup_sio(cfg.setup_runs),
         }
+        if "p2p_nb_no_probe" in self.pairs:
+            setups["p2p_nb_no_probe"] = await self.setup_p2p(cfg.setup_runs, "p2p_nb_no_probe")
         for key, xs in setups.items():
             res["variants"][key]["setup_ms"] = {**stats(xs, 1000), "unit": "ms"}
         for key, pair in self.pairs.items():
@@ -516,13 +528,18 @@ def chart(r: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"p2p_nb": "#1f77b4", "raw_aiortc": "#d62728", "socketio_relay": "#2ca02c"}
+    colors = {
+        "p2p_nb": "#1f77b4",
+        "p2p_nb_no_probe": "#9467bd",
+        "raw_aiortc": "#d62728",
+        "socketio_relay": "#2ca02c",
+    }
     styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     fig.suptitle(f"p2p-nb over an emulated network ({r['meta']['command']})")
     matrix = [p for p in r["points"] if not p["rate_mbit"]]
     rtts = sorted({p["rtt_ms"] for p in matrix})
-    for key in VARIANTS:
+    for key in [k for k in VARIANTS if matrix and k in matrix[0]["variants"]]:
         for i, rtt in enumerate(rtts):
             pts = sorted((p for p in matrix if p["rtt_ms"] == rtt), key=lambda p: p["loss"])
             xs = [p["loss"] * 100 for p in pts]
@@ -603,6 +620,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the peers' TCP congestion control, e.g. reno (default: the system's)",
     )
     parser.add_argument("--udp-rcvbuf", type=int, default=0, help="peers' UDP SO_RCVBUF (bytes)")
+    parser.add_argument(
+        "--compare-probe",
+        action="store_true",
+        help="also run p2p-nb without its tail-loss probe (MeshSettings(tail_loss_probe=False))",
+    )
     args = parser.parse_args(argv)
     from .__main__ import machine
 
@@ -617,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mesh_peers:
         cfg.mesh_peers = args.mesh_peers
     cfg.udp_rcvbuf = args.udp_rcvbuf
+    cfg.compare_probe = args.compare_probe
     cfg.tcp_congestion = args.tcp_cc
     if args.no_link:
         cfg.link = False

@@ -213,9 +213,9 @@ class Peer:
 
 # ---------------------------------------------------------------- p2p-nb
 class P2PPeer(Peer):
-    def __init__(self, url: str, token: str, thread: bool) -> None:
+    def __init__(self, url: str, token: str, thread: bool, probe: bool = True) -> None:
         super().__init__()
-        self.url, self.token, self.thread = url, token, thread
+        self.url, self.token, self.thread, self.probe = url, token, thread, probe
         self.downloads = tempfile.mkdtemp(prefix="p2p-bench-")
         self.connected: dict[str, float] = {}
         self.connected_changed: asyncio.Event = asyncio.Event()
@@ -224,6 +224,7 @@ class P2PPeer(Peer):
 
     async def start(self) -> dict[str, Any]:
         from p2p_nb.app import P2PApp
+        from p2p_nb.links import MeshSettings
 
         self.app = await P2PApp.connect(
             self.url,
@@ -231,6 +232,7 @@ class P2PPeer(Peer):
             thread=self.thread,
             download_dir=self.downloads,
             auto_accept_max_bytes=1 << 40,
+            mesh_settings=MeshSettings(tail_loss_probe=self.probe),
         )
         self.app.on("message", lambda ev: self.on_text(ev.data.text))
         self.app.on("peer_connected", self._on_connected)
@@ -586,6 +588,9 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--thread", action="store_true")
     parser.add_argument(
+        "--no-tail-loss-probe", action="store_true", help="p2p: MeshSettings(tail_loss_probe=False)"
+    )
+    parser.add_argument(
         "--udp-rcvbuf",
         type=int,
         default=0,
@@ -599,7 +604,7 @@ def main() -> None:
     async def run() -> None:
         peer: Peer
         if args.kind == "p2p":
-            peer = P2PPeer(args.url, args.token, args.thread)
+            peer = P2PPeer(args.url, args.token, args.thread, not args.no_tail_loss_probe)
         elif args.kind == "raw":
             peer = RawPeer()
         else:

@@ -71,11 +71,16 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_HISTORY = 10_000
+"""Chat messages kept in ``app.messages`` (oldest dropped first)."""
 DEFAULT_INVITE_TTL = 24 * 3600.0
+PLAIN_INVITE_WARNING = (
+    "invite to room %r: it carries no room secret (the room was joined without one), "
+    "so the signaling server's operator stays trusted and could sit in the middle; "
+    "join with secret=p2p_nb.new_room_secret() to keep them out"
+)
 PUBLIC_URL_ENV = "P2P_NB_PUBLIC_URL"
 """The base URL others reach the signaling service at: what invites name (the
 Jupyter extension sets it for its kernels from its ``public_url`` trait)."""
-"""Chat messages kept in ``app.messages`` (oldest dropped first)."""
 DATAFRAME_FORMATS = ("parquet", "csv")
 SETTLE_TIMEOUT = 1.0
 """Seconds leaving waits for open links to settle (acks both ways, see
@@ -417,14 +422,21 @@ class P2PApp:
         from any machine that reaches this signaling service. It carries the
         room secret after ``#`` (never sent to a server), if the room has one:
         join with ``secret=p2p_nb.new_room_secret()`` to keep the signaling
-        operator out. Revoke it with :meth:`revoke_invite`."""
+        operator out. In a room joined without a secret the link has no ``#``
+        part, so whoever runs the signaling server could sit in the middle of
+        the guest's links (only comparing safety codes shows it): a warning is
+        logged (logger ``p2p_nb.app``) each time. Revoke it with
+        :meth:`revoke_invite`."""
         if self.room is None:
             raise SignalingError("join a room before inviting to it", "not_joined")
         reply = await self._require_signaling().create_invite(ttl)
         server = self._public_url or reply.get("server_url") or self.url
-        return format_invite(
+        link = format_invite(
             str(server), str(reply["room"]), str(reply["token"]), self._room_secret
         )
+        if self._room_secret is None:
+            log.warning(PLAIN_INVITE_WARNING, self.room)
+        return link
 
     @_networked
     async def revoke_invite(self, invite: str) -> None:

@@ -50,6 +50,10 @@ class MeshSettings:
     """Failed direct attempts in a row before the offerer switches a link to a relay."""
     max_relay_queue: int = 4 * 2**20
     """Bytes a relayed link buffers before senders wait (its ``bufferedAmount``)."""
+    tail_loss_probe: bool = True
+    """Send a lost last packet again after two round trips instead of SCTP's
+    1 s timer (``p2p_nb/ice.py``, :class:`~p2p_nb.ice.TailLossProbe`); off only
+    to measure what it does (``python -m bench --network --compare-probe``)."""
 
 
 @dataclass

@@ -287,7 +287,8 @@ class PeerLink:
             return
         if self.pc is not None:
             enlarge_socket_buffers(self.pc)
-            TailLossProbe.install(self.pc)
+            if self.mesh.settings.tail_loss_probe:
+                TailLossProbe.install(self.pc)
         if self.initiator and self.transport == "direct":
             nonce, replaced = self.safety.reveal()
             if nonce is not None:

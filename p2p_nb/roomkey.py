@@ -150,7 +150,9 @@ class RoomKey:
     def _message(self, sender: str, receiver: str, signal: dict[str, Any]) -> bytes:
         """Compact JSON ``[LABEL, room, sender, receiver, type, [fingerprints],
         ice_ufrag, ice_pwd, [attempt, commit, nonce, pin, session, key, via], keep]``
-        (absent strings are ``""``, ``keep`` is ``true`` or ``false``)."""
+        (absent strings are ``""``, ``keep`` is ``true`` or ``false``), in UTF-8
+        with non-ASCII characters unescaped: the same bytes as JavaScript's
+        ``JSON.stringify`` (docs/protocol.md, "Authenticator")."""
         sdp = signal.get("sdp")
         ident = sdp_identity(sdp if isinstance(sdp, str) else "")
         fields = [signal.get(k) for k in AUTH_FIELDS]
@@ -181,7 +183,12 @@ class RoomKey:
                 f"the {description.get('type')} from {sender} has no room authenticator: "
                 "it does not know the room secret (or a server removed it)"
             )
-        want = self.authenticate(sender, receiver, description)
+        try:
+            want = self.authenticate(sender, receiver, description)
+        except UnicodeEncodeError as exc:  # a lone surrogate: no bytes to authenticate
+            raise RoomSecretError(
+                f"the {description.get('type')} from {sender} is not valid Unicode text"
+            ) from exc
         if len(given) != len(want) or not hmac.compare_digest(given, want):
             raise RoomSecretError(
                 f"the {description.get('type')} from {sender} has a wrong room authenticator: "

@@ -43,8 +43,9 @@ async def start_server(
     limits: ServerLimits | None = None,
     port: int = 0,
     turn: TurnServer | None = None,
+    public_url: str | None = None,
 ) -> RunningServer:
-    app, service = create_app(token, limits=limits, turn=turn)
+    app, service = create_app(token, limits=limits, turn=turn, public_url=public_url)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)

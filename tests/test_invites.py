@@ -4,6 +4,7 @@ Jupyter server an invite opens the p2p socket and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -11,14 +12,15 @@ import aiohttp
 import pytest
 
 from p2p_nb import AuthError, InviteError, new_room_secret
-from p2p_nb.app import P2PApp
+from p2p_nb.app import PUBLIC_URL_ENV, P2PApp
+from p2p_nb.errors import RoomSecretError
 from p2p_nb.invite import parse_invite
 
-from .conftest import RunningServer, start_server
+from .conftest import RunningServer, spawn_signal_server, start_server, stop_process
 from .jupyter_server import JupyterServer, run_jupyter_server
 from .kernels import server_kernels
 from .test_mesh import wait_mesh
-from .test_room_secret import SignalLog
+from .test_room_secret import SECRET, SignalLog, lost_with_reason, members
 
 pytestmark = pytest.mark.anyio
 
@@ -145,6 +147,161 @@ async def test_a_revoked_invite_lets_nobody_in_and_its_guests_out(
             await other.revoke_invite(second)  # same token, same identity: allowed
         finally:
             await other.disconnect()
+    finally:
+        await ana.disconnect()
+
+
+async def test_only_the_maker_of_an_invite_may_revoke_it(signal_server: RunningServer) -> None:
+    """A guest cannot revoke another invite of the room, nor the one it came
+    with: the server refuses with its reason and both invites keep working."""
+    ana = await host(signal_server)
+    try:
+        first, second = await ana.create_invite(), await ana.create_invite()
+        ben = await P2PApp.connect(invite=first, thread=False)
+        try:
+            await ben.join_room(name="ben")
+            for link in (second, first):
+                with pytest.raises(AuthError, match="only the member who made an invite may"):
+                    await ben.revoke_invite(link)
+            for name, link in (("cy", second), ("dee", first)):
+                guest = await P2PApp.connect(invite=link, thread=False)
+                try:
+                    await guest.join_room(name=name)
+                    assert guest.room == "team"
+                finally:
+                    await guest.disconnect()
+            assert ben.room == "team"
+            assert ana.peers[ben.peer_id or ""].name == "ben"  # the guest was not put out
+        finally:
+            await ben.disconnect()
+    finally:
+        await ana.disconnect()
+
+
+@pytest.mark.parametrize("guest_has", ["no secret", "another secret"])
+async def test_an_invite_without_the_room_secret_is_refused_by_the_members(
+    signal_server: RunningServer, guest_has: str
+) -> None:
+    """A valid invite token gets the guest into the room on the server, but
+    without the secret its descriptions fail the members' authenticator check:
+    no link opens, each side is told why, and the members' link stays up."""
+    async with members(signal_server, ("ana", SECRET), ("ben", SECRET)) as (ana, ben):
+        await wait_mesh([ana, ben])
+        link = await ana.create_invite()
+        assert parse_invite(link).secret == SECRET
+        errors = ana.events("error")
+        lost = asyncio.ensure_future(lost_with_reason(ana))
+        if guest_has == "no secret":
+            mallory = await P2PApp.connect(invite=link.split("#", 1)[0], thread=False)
+            secret = None
+        else:
+            mallory = await P2PApp.connect(invite=link, thread=False)
+            secret = "not the room secret"
+        try:
+            guest_lost = asyncio.ensure_future(lost_with_reason(mallory))
+            await mallory.join_room(name="mallory", secret=secret)
+            assert mallory.room == "team"  # the server let it in: the token is valid
+            change = await lost
+            assert "authenticator" in change["reason"]
+            error = await errors.wait_for(
+                "error",
+                lambda e: isinstance(e.data, RoomSecretError) and "authenticator" in str(e.data),
+                timeout=20,
+            )
+            assert error.peer_id == mallory.peer_id
+            assert ana.connection_status(mallory.peer_id or "").state == "lost"
+            assert "authenticator" in (await guest_lost)["reason"]
+            assert mallory.connected_peers() == []
+            inbox = ben.events("message")
+            await ana.send_message("still just us")
+            assert (await inbox.get(timeout=10)).data.text == "still just us"
+            assert ana.connected_peers() == [ben.peer_id]
+        finally:
+            await mallory.disconnect()
+
+
+async def test_invites_name_the_public_url_set_by_the_server_the_env_or_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Behind a proxy or a tunnel: ``create_app(public_url=...)`` (the standalone
+    ``--public-url``) names the address invites carry; ``$P2P_NB_PUBLIC_URL``
+    and ``connect(public_url=...)`` override it, in that order."""
+    monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
+    server = await start_server(public_url="https://p2p.example.org/base/")
+    apps: list[P2PApp] = []
+    try:
+
+        async def invite_of(name: str, **kw: str) -> str:
+            app = await P2PApp.connect(server.url, server.token, thread=False, **kw)
+            apps.append(app)
+            await app.join_room("team", name=name)
+            return await app.create_invite()
+
+        link = await invite_of("ana")
+        assert link.startswith("https://p2p.example.org/base/p2p/join?room=team&invite=inv1.")
+        monkeypatch.setenv(PUBLIC_URL_ENV, "https://env.example.org/")
+        link = await invite_of("ben")
+        assert link.startswith("https://env.example.org/p2p/join?room=team&invite=inv1.")
+        link = await invite_of("cy", public_url="https://tunnel.example.net/j/")
+        assert link.startswith("https://tunnel.example.net/j/p2p/join?room=team&invite=inv1.")
+        # only the address differs: the token is this server's
+        monkeypatch.delenv(PUBLIC_URL_ENV)
+        here = link.replace("https://tunnel.example.net/j/", server.url)
+        guest = await P2PApp.connect(invite=here, thread=False)
+        apps.append(guest)
+        await guest.join_room(name="dee")
+        assert guest.room == "team"
+    finally:
+        for app in apps:
+            await app.disconnect()
+        await server.stop()
+
+
+async def test_the_standalone_server_names_its_public_url_in_invites(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
+    server = await spawn_signal_server("--public-url", "https://signal.example.org/")
+    try:
+        app = await P2PApp.connect(server.url, server.token, thread=False)
+        try:
+            await app.join_room("team", name="ana")
+            link = await app.create_invite()
+            assert link.startswith("https://signal.example.org/p2p/join?room=team&invite=inv1.")
+        finally:
+            await app.disconnect()
+    finally:
+        await stop_process(server.process)
+
+
+async def test_an_invite_without_a_room_secret_warns_that_the_operator_stays_trusted(
+    signal_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The safe default is a room with a secret; an invite to a room joined
+    without one works, has no ``#`` part, and says so in a logged warning."""
+
+    def warnings() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "p2p_nb.app" and r.levelno == logging.WARNING
+        ]
+
+    caplog.set_level(logging.WARNING, logger="p2p_nb.app")
+    ana = await host(signal_server)
+    try:
+        link = await ana.create_invite()
+        assert "#" not in link
+        assert parse_invite(link).secret is None
+        assert [w for w in warnings() if "no room secret" in w] != []
+        assert "stays trusted" in warnings()[-1]
+    finally:
+        await ana.disconnect()
+    caplog.clear()
+    ana = await host(signal_server, new_room_secret())
+    try:
+        assert "#" in await ana.create_invite()
+        assert not any("no room secret" in w for w in warnings())
     finally:
         await ana.disconnect()
 

@@ -7,6 +7,7 @@ point is what Jupyter's auth lets through, not what our own client does.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from jupyter_server.serverapp import ServerApp
 from traitlets.config import Config
 
 from p2p_nb import __version__
+from p2p_nb.app import PUBLIC_URL_ENV
 from p2p_nb.discovery import discover_server
 from p2p_nb.jupyter_ext.app import P2PExtensionApp, reachable_url
 from p2p_nb.jupyter_ext.handlers import jupyter_user
@@ -397,12 +399,15 @@ class ConfiguredManager(socketio.AsyncManager):  # type: ignore[misc]
         self.kwargs = kwargs
 
 
-def test_traits_configure_the_service() -> None:
-    """How a deployment sizes rooms and swaps in a Redis manager: plain Jupyter config."""
+async def test_traits_configure_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a deployment sizes rooms, swaps in a Redis manager and names the
+    address behind its proxy: plain Jupyter config."""
+    public = "https://jupyter.example.org/user/ana/"
     traits = {
         "max_peers_per_room": 3,
         "client_manager_class": f"{__name__}.ConfiguredManager",
         "client_manager_kwargs": {"url": "redis://127.0.0.1:6379/0"},
+        "public_url": public,
     }
     app = P2PExtensionApp(config=Config({"P2PExtensionApp": traits}))
     app.initialize_settings()
@@ -411,6 +416,15 @@ def test_traits_configure_the_service() -> None:
     manager = app.service.sio.manager
     assert isinstance(manager, ConfiguredManager)
     assert manager.kwargs == {"url": "redis://127.0.0.1:6379/0"}
+    assert app.service.public_url == public  # what the server's invite reply names
+    # kernels inherit it: the client's invites name it even without that reply
+    for name in ("P2P_NB_URL", "P2P_NB_TOKEN", PUBLIC_URL_ENV):
+        monkeypatch.delenv(name, raising=False)
+    await app._start_jupyter_server_extension(fake_serverapp())
+    assert os.environ.get(PUBLIC_URL_ENV) == public
+    assert discover_server() == ("http://127.0.0.1:8888/", "t")
+    await app.stop_extension()
+    assert PUBLIC_URL_ENV not in os.environ
 
 
 def test_resume_key_file_trait(tmp_path: Path) -> None:

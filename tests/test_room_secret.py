@@ -18,7 +18,7 @@ from p2p_nb.roomkey import RoomKey
 
 from .conftest import RunningServer, start_server
 from .test_mesh import wait_mesh
-from .test_safety_code import ManInTheMiddle, settled
+from .test_safety_code import ManInTheMiddle, code, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -145,6 +145,66 @@ async def test_without_a_secret_the_same_attack_still_shows_as_two_codes() -> No
         await server.stop()
 
 
+REVISION_2_AND_3_FIELDS = frozenset({"attempt", "commit", "nonce", "pin", "keep", "auth"})
+"""What revisions 2 and 3 added to offers and answers (docs/protocol.md)."""
+
+
+def speak_revision_1(app: P2PApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``app``'s signals leave as a revision 1 peer's would: offers and answers
+    without the attempt tag, the safety-code fields or an authenticator."""
+    signaling = app._signaling
+    assert signaling is not None
+    send = signaling.signal
+
+    async def signal(to: str, payload: dict[str, Any], **kw: Any) -> None:
+        old = {k: v for k, v in payload.items() if k not in REVISION_2_AND_3_FIELDS}
+        await send(to, old, **kw)
+
+    monkeypatch.setattr(signaling, "signal", signal)
+
+
+@pytest.mark.parametrize("old_offers", [True, False], ids=["old-offers", "old-answers"])
+async def test_a_peer_of_revision_1_connects_and_chats_in_a_room_without_a_secret(
+    signal_server: RunningServer, monkeypatch: pytest.MonkeyPatch, old_offers: bool
+) -> None:
+    """Compatibility (docs/protocol.md): in a room without a secret, a peer
+    whose descriptions carry none of the later fields still connects, as
+    offerer or answerer, and chats both ways; its link shows no safety code."""
+    log = SignalLog(signal_server)
+    async with members(signal_server, ("new", None)) as (new,):
+        old = await P2PApp.connect(signal_server.url, signal_server.token, thread=False)
+        try:
+            speak_revision_1(old, monkeypatch)
+            errors = new.events("error")
+            # the smaller peer id offers: join until the old peer has the role wanted
+            for _ in range(20):
+                await old.join_room("team", name="old")
+                if ((old.peer_id or "") < (new.peer_id or "")) == old_offers:
+                    break
+                await old.leave_room()
+            else:
+                pytest.fail("20 joins without the wanted order of peer ids")
+            await wait_mesh([new, old])
+            for sender, receiver, text in ((new, old, "to the old one"), (old, new, "and back")):
+                inbox = receiver.events("message")
+                await sender.send_message(text)
+                assert (await inbox.get(timeout=10)).data.text == text
+            # a code would be settled by now (the reveal goes first on the channel)
+            assert code(new, old) is None
+            assert code(old, new) is None
+            assert [e for e in errors.drain() if e.peer_id == old.peer_id] == []
+            sent = [
+                s
+                for s in log.signals
+                if s.get("from") == old.peer_id and s["type"] in ("offer", "answer")
+            ]
+            assert {s["type"] for s in sent} == {"offer" if old_offers else "answer"}
+            assert not any(REVISION_2_AND_3_FIELDS & set(s) for s in sent)
+        finally:
+            log.close()
+            await old.disconnect()
+
+
 @pytest.mark.parametrize("secret", ["", "short", "x" * 1025])
 async def test_an_unusable_secret_is_refused_before_joining(
     signal_server: RunningServer, secret: str
@@ -169,6 +229,7 @@ def test_a_garbage_or_altered_authenticator_is_refused() -> None:
         offer,
         {**good, "sdp": good["sdp"].replace("AA", "CC")},  # another certificate
         {**good, "commit": "1" * 64},
+        {**good, "attempt": "\ud800"},  # a lone surrogate: no UTF-8, refused all the same
     ):
         with pytest.raises(RoomSecretError):
             key.check("a", "b", bad)
@@ -189,12 +250,19 @@ def test_the_authenticator_follows_the_published_vector() -> None:
         "commit": "11" * 32,
     }
     assert key.authenticate("aaaa", "bbbb", offer) == VECTOR["auth"]
+    # non-ASCII is written as UTF-8, not escaped; only '"', '\\' and controls are
+    odd = {**offer, "sdp": offer["sdp"].replace("Uf", "Üf"), "attempt": 'é"/\x01\u2028'}
+    message = key._message("aaaa", "bbbb", odd)
+    assert '"Üf"'.encode() in message
+    assert '"é\\"/\\u0001\u2028"'.encode() in message
+    assert key.authenticate("aaaa", "bbbb", odd) == VECTOR["auth_non_ascii"]
 
 
 VECTOR: dict[str, str] = {
     "auth_key": "871f64707dd29384896bc25876c6071e4510b549cac8dae448872332416a40cc",
     "relay_salt": "f44b766b1900bc060bc9915c8711fc53f34d9a9f2ce76459e38f66533726437d",
     "auth": "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda",
+    "auth_non_ascii": "970e38c56e0b407ee5ca488503ffabf470ab518f6a5619c9871b15769398f844",
 }
 
 

@@ -16,7 +16,7 @@ import ipywidgets
 import pandas as pd
 import pytest
 
-from p2p_nb import ChatPanel
+from p2p_nb import ChatPanel, new_room_secret
 from p2p_nb.app import P2PApp, run_blocking
 from p2p_nb.errors import P2PError
 from p2p_nb.events import Event
@@ -256,7 +256,7 @@ VIEW_CALLS: dict[str, Callable[[], str]] = {
     "chat_html": lambda: view.chat_html(
         [ChatMessage(HOSTILE, 1, 0.0, to=HOSTILE, sender=HOSTILE, sender_name=HOSTILE)], me=None
     ),
-    "status_html": lambda: view.status_html(HOSTILE, [HOSTILE, HOSTILE]),
+    "status_html": lambda: view.status_html(HOSTILE, [HOSTILE, HOSTILE], HOSTILE),
     "offer_text": lambda: view.offer_text(
         HOSTILE,
         HOSTILE,
@@ -498,6 +498,9 @@ async def test_the_invite_button_shows_a_link_a_guest_panel_joins_with(
     link = await changed_to(panel.invite_link, lambda v: "invite=inv1." in v, timeout=30)
     assert "room=panel-room" in link
     assert panel.invite_link.layout.display == "flex"
+    # a room joined without a secret: the link has none, and the panel says so
+    assert "#" not in link
+    assert "carries no room secret" in panel.status.value
     guest = await asyncio.to_thread(
         ChatPanel, invite=link, name="cy", download_dir=tmp_path / "guest"
     )
@@ -507,6 +510,26 @@ async def test_the_invite_button_shows_a_link_a_guest_panel_joins_with(
         assert "cy" in seen
     finally:
         await asyncio.to_thread(guest.close)
+
+
+async def test_an_invite_with_the_room_secret_shows_no_notice(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    panel = ChatPanel(
+        "secret-room",
+        "ana",
+        url=server_process.url,
+        token=server_process.token,
+        secret=new_room_secret(),
+        download_dir=tmp_path,
+    )
+    try:
+        panel.invite_button.click()
+        link = await changed_to(panel.invite_link, lambda v: "invite=inv1." in v, timeout=30)
+        assert "#" in link
+        assert "no room secret" not in panel.status.value
+    finally:
+        panel.close()
 
 
 async def test_a_changed_safety_code_is_a_warning_in_the_panel(

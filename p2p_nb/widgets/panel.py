@@ -27,6 +27,7 @@ import ipywidgets as w
 
 from ..app import P2PApp, run_blocking
 from ..events import Event
+from ..invite import parse_invite
 from ..transfer import FileShare, IncomingTransfer, ReceivedFile
 from . import preview, view
 
@@ -36,6 +37,10 @@ UPLOAD_LIMIT = 8 * 2**20
 """Largest file accepted from the upload button: the picked file travels to the
 kernel in one comm message, and Jupyter closes a websocket over 10 MiB."""
 PEER_REFRESH_SECONDS = 2.0
+PLAIN_INVITE_NOTICE = (
+    "This invite link carries no room secret: the signaling server's operator stays "
+    "trusted (join with secret=p2p_nb.new_room_secret() to keep them out)."
+)
 PREVIEW_SUFFIXES = frozenset({".csv", ".tsv", ".parquet"})
 """Received plain files that get a table preview of their first rows."""
 
@@ -99,6 +104,8 @@ class ChatPanel:
             self._loop = None
         self._errors: list[str] = []
         self._status = ""
+        self._notice = ""
+        """A line under the status (not an error): why the last invite is weaker."""
         self._closed = False
         self._progress: dict[tuple[str, str], tuple[w.FloatProgress, w.HTML]] = {}
         self._offer_rows: dict[str, w.HBox] = {}
@@ -342,6 +349,8 @@ class ChatPanel:
     def _show_invite(self, link: str) -> None:
         self.invite_link.value = link
         self.invite_link.layout.display = "flex"
+        self._notice = "" if parse_invite(link).secret else PLAIN_INVITE_NOTICE
+        self._render_status()
 
     def _ev_error(self, event: Event) -> None:
         self._error(str(event.data))
@@ -526,7 +535,7 @@ class ChatPanel:
             text = f"Connected to {n_up} of {n_peers} peer{'s' if n_peers != 1 else ''}."
         else:
             text = self._status
-        self.status.value = view.status_html(text, self._errors)
+        self.status.value = view.status_html(text, self._errors, self._notice)
 
     def _refresh_all(self) -> None:
         self._render_peers()

@@ -169,8 +169,10 @@ def chat_html(messages: Iterable[ChatMessage], me: str | None, height_px: int = 
     )
 
 
-def status_html(text: str, errors: list[str]) -> str:
+def status_html(text: str, errors: list[str], notice: str = "") -> str:
     parts = [f"<span class='p2p-status'>{esc(text)}</span>"]
+    if notice:
+        parts.append(f"<div class='p2p-notice' style='color:#9a6700'>ⓘ {esc(notice)}</div>")
     for err in errors[-3:]:
         parts.append(f"<div class='p2p-error' style='color:#cf222e'>⚠ {esc(err)}</div>")
     return "".join(parts)
