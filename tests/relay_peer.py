@@ -1,19 +1,26 @@
 """A scriptable peer in its own process (and, in the relay test, its own
 network namespace).
 
-Usage: python -m tests.relay_peer URL TOKEN ROOM NAME DOWNLOAD_DIR [SERVICES]
-(SERVICES: comma-separated, e.g. ``messaging,file_transfer,relay``).
+Usage: python -m tests.relay_peer URL TOKEN ROOM NAME DOWNLOAD_DIR [SERVICES [SETTINGS]]
+(SERVICES: comma-separated, e.g. ``messaging,file_transfer,relay``, or empty;
+SETTINGS: a JSON object of :class:`MeshSettings` fields that replace those of
+:data:`SETTINGS`, e.g. ``{"pong_timeout": 2, "relay": false}``).
 Prints ``READY <peer_id>``, then one line per event: ``STATE <peer> <state>
 <transport>`` (on a relayed link followed by ``ROUTE <peer> <relaying peer id,
 or "server">``, on a direct one by ``ICE <peer> <host|relay>``), ``MSG <peer>
-<seq> <text>``, ``FILE <name> <sha256>``. Reads
-commands on stdin: ``send <text>``, ``share <path>``.
+<seq> <text>``, ``FILE <name> <sha256>``, ``PROGRESS <direction> <name>
+<bytes> <total>``, and ``DROPPED <log message>`` when a link fails (the
+reason, which peer_state does not carry). Reads commands on stdin: ``send
+<text>``, ``share <path>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
+import logging
 import sys
 
 from p2p_nb.app import P2PApp
@@ -29,18 +36,39 @@ SETTINGS = MeshSettings(
 )
 
 
+class Drops(logging.Handler):
+    """``DROPPED <message>`` for p2p_nb.peerlink's "link ... dropped (why)"."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if " dropped (" in message:
+            print(f"DROPPED {message}", flush=True)
+
+
 async def main(
-    url: str, token: str, room: str, name: str, downloads: str, services: str = ""
+    url: str,
+    token: str,
+    room: str,
+    name: str,
+    downloads: str,
+    services: str = "",
+    settings: str = "",
 ) -> None:
+    mesh = dataclasses.replace(SETTINGS, **json.loads(settings)) if settings else SETTINGS
+    links_log = logging.getLogger("p2p_nb.peerlink")
+    links_log.setLevel(logging.INFO)
+    links_log.addHandler(Drops())
     app = await P2PApp.connect(
         url,
         token,
         thread=False,
         download_dir=downloads,
         auto_accept_max_bytes=1 << 30,
-        mesh_settings=SETTINGS,
+        mesh_settings=mesh,
     )
-    events = app.events("peer_state", "message", "file_received", "transfer_failed", "error")
+    events = app.events(
+        "peer_state", "message", "file_received", "file_progress", "transfer_failed", "error"
+    )
     caps = {"services": services.split(",")} if services else None
     peer_id = await app.join_room(room, name=name, capabilities=caps)
     print(f"READY {peer_id}", flush=True)
@@ -76,6 +104,10 @@ async def main(
             elif event.name == "file_received":
                 digest = hashlib.sha256(event.data.path.read_bytes()).hexdigest()
                 print(f"FILE {event.data.name} {digest}", flush=True)
+            elif event.name == "file_progress":
+                p = event.data
+                progress = f"{p['direction']} {p['name']} {p['bytes']} {p['total']}"
+                print(f"PROGRESS {progress}", flush=True)
             else:
                 print(f"EVENT {event.name} {event.data}", flush=True)
     finally:
@@ -84,4 +116,4 @@ async def main(
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:7]))
+    asyncio.run(main(*sys.argv[1:8]))
