@@ -70,6 +70,21 @@ async def set_local_description(pc: RTCPeerConnection, description: RTCSessionDe
             await close_stray_sockets(pc)
 
 
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """``pc.close()`` that finishes even when its caller is cancelled.
+
+    aiortc closes the SCTP and DTLS transports before the ICE sockets, with
+    awaits in between: a close cancelled there (the app leaving while a
+    link's worker replaces its connection) leaves the sockets open for good.
+    So the close runs to its end, and only then does the cancellation go on."""
+    closing = asyncio.ensure_future(pc.close())
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await asyncio.wait([closing])
+        raise
+
+
 async def close_stray_sockets(pc: RTCPeerConnection) -> None:
     """Close the sockets a gather added to ``pc``'s ICE connection after it was
     closed (see :func:`set_local_description`)."""

@@ -32,6 +32,7 @@ from . import protocol
 from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
 from .ice import (
     TailLossProbe,
+    close_peer_connection,
     enlarge_socket_buffers,
     route_type,
     sdp_fingerprint,
@@ -264,7 +265,7 @@ class PeerLink:
         self._drop_channel()
         self.generation += 1  # callbacks of the old connection are ignored from here
         if pc is not None:
-            await pc.close()
+            await close_peer_connection(pc)
 
     def _attach_channel(self, channel: RTCDataChannel, gen: int) -> None:
         if gen != self.generation:

@@ -508,6 +508,8 @@ async def test_the_invite_button_shows_a_link_a_guest_panel_joins_with(
         assert guest.app.room == "panel-room"
         seen = await changed_to(panel.peers, lambda v: "cy" in v, timeout=30)
         assert "cy" in seen
+        # the guest's link open too (not left mid-negotiation by the close below)
+        await changed_to(guest.peers, lambda v: "connected" in v, timeout=30)
     finally:
         await asyncio.to_thread(guest.close)
 
