@@ -52,12 +52,15 @@ from .suite import MB, Config, Pair, Suite, pct, stats
 SCTP_SAMPLE_S = 0.1
 VARIANTS = {
     "p2p_nb": "p2p-nb",
-    "p2p_nb_no_probe": "p2p-nb, no TLP",
+    "p2p_nb_probe_only": "p2p-nb, TLP only",
+    "p2p_nb_stock_sctp": "p2p-nb, stock SCTP",
     "raw_aiortc": "raw aiortc",
     "socketio_relay": "Socket.IO relay",
 }
-"""Every variant a run may have; ``p2p_nb_no_probe`` (p2p-nb without its
-tail-loss probe) only with ``--compare-probe``."""
+COMPARE_SCTP = {"p2p_nb_probe_only": "probe", "p2p_nb_stock_sctp": "stock"}
+"""Every variant a run may have; these two (p2p-nb with only its tail-loss
+probe, and with aiortc's SCTP as it is) only with ``--compare-sctp``: what
+each part of ``p2p_nb/ice.py``'s tuning is worth."""
 
 
 @dataclass
@@ -91,8 +94,8 @@ class NetConfig:
     udp_rcvbuf: int = 0
     """SO_RCVBUF of the peers' aioice sockets (bench.worker --udp-rcvbuf); 0: aioice's."""
     link: bool = True
-    compare_probe: bool = False
-    """Also run p2p-nb with ``MeshSettings(tail_loss_probe=False)``."""
+    compare_sctp: bool = False
+    """Also run p2p-nb with less of its SCTP tuning (:data:`COMPARE_SCTP`)."""
     deadline: float = 3600.0
 
     @classmethod
@@ -219,11 +222,12 @@ class Matrix:
             "raw_aiortc": ("raw", *buf),
             "socketio_relay": ("sio", "--url", self.relay),
         }
-        if self.cfg.compare_probe:
-            kinds["p2p_nb_no_probe"] = (*p2p, "--no-tail-loss-probe")
+        if self.cfg.compare_sctp:
+            for key, mode in COMPARE_SCTP.items():
+                kinds[key] = (*p2p, "--sctp", mode)
         made: dict[str, list[Worker]] = {}
         for key, argv in kinds.items():
-            nodes = self.names[:2] if key == "p2p_nb_no_probe" else self.names  # no mesh
+            nodes = self.names[:2] if key in COMPARE_SCTP else self.names  # no mesh
             made[key] = [
                 await ns_worker(self.reg, self.net, node, f"{key}-{node}", *argv) for node in nodes
             ]
@@ -396,8 +400,9 @@ class Matrix:
             "raw_aiortc": await self.setup_raw(cfg.setup_runs),
             "socketio_relay": await self.setup_sio(cfg.setup_runs),
         }
-        if "p2p_nb_no_probe" in self.pairs:
-            setups["p2p_nb_no_probe"] = await self.setup_p2p(cfg.setup_runs, "p2p_nb_no_probe")
+        for key in COMPARE_SCTP:
+            if key in self.pairs:
+                setups[key] = await self.setup_p2p(cfg.setup_runs, key)
         for key, xs in setups.items():
             res["variants"][key]["setup_ms"] = {**stats(xs, 1000), "unit": "ms"}
         for key, pair in self.pairs.items():
@@ -530,7 +535,8 @@ def chart(r: dict[str, Any], path: Path) -> None:
 
     colors = {
         "p2p_nb": "#1f77b4",
-        "p2p_nb_no_probe": "#9467bd",
+        "p2p_nb_probe_only": "#9467bd",
+        "p2p_nb_stock_sctp": "#8c564b",
         "raw_aiortc": "#d62728",
         "socketio_relay": "#2ca02c",
     }
@@ -621,9 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--udp-rcvbuf", type=int, default=0, help="peers' UDP SO_RCVBUF (bytes)")
     parser.add_argument(
-        "--compare-probe",
+        "--compare-sctp",
         action="store_true",
-        help="also run p2p-nb without its tail-loss probe (MeshSettings(tail_loss_probe=False))",
+        help="also run p2p-nb with only its tail-loss probe, and with aiortc's stock SCTP",
     )
     args = parser.parse_args(argv)
     from .__main__ import machine
@@ -639,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mesh_peers:
         cfg.mesh_peers = args.mesh_peers
     cfg.udp_rcvbuf = args.udp_rcvbuf
-    cfg.compare_probe = args.compare_probe
+    cfg.compare_sctp = args.compare_sctp
     cfg.tcp_congestion = args.tcp_cc
     if args.no_link:
         cfg.link = False

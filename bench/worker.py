@@ -212,10 +212,14 @@ class Peer:
 
 
 # ---------------------------------------------------------------- p2p-nb
+SCTP_MODES = ("tuned", "probe", "window", "stock")
+"""What of p2p-nb's SCTP tuning (``p2p_nb/ice.py``) a p2p worker runs with."""
+
+
 class P2PPeer(Peer):
-    def __init__(self, url: str, token: str, thread: bool, probe: bool = True) -> None:
+    def __init__(self, url: str, token: str, thread: bool, sctp: str = "tuned") -> None:
         super().__init__()
-        self.url, self.token, self.thread, self.probe = url, token, thread, probe
+        self.url, self.token, self.thread, self.sctp = url, token, thread, sctp
         self.downloads = tempfile.mkdtemp(prefix="p2p-bench-")
         self.connected: dict[str, float] = {}
         self.connected_changed: asyncio.Event = asyncio.Event()
@@ -232,7 +236,10 @@ class P2PPeer(Peer):
             thread=self.thread,
             download_dir=self.downloads,
             auto_accept_max_bytes=1 << 40,
-            mesh_settings=MeshSettings(tail_loss_probe=self.probe),
+            mesh_settings=MeshSettings(
+                tail_loss_probe=self.sctp in ("tuned", "probe"),
+                loss_tolerant_window=self.sctp in ("tuned", "window"),
+            ),
         )
         self.app.on("message", lambda ev: self.on_text(ev.data.text))
         self.app.on("peer_connected", self._on_connected)
@@ -588,7 +595,11 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--thread", action="store_true")
     parser.add_argument(
-        "--no-tail-loss-probe", action="store_true", help="p2p: MeshSettings(tail_loss_probe=False)"
+        "--sctp",
+        choices=SCTP_MODES,
+        default="tuned",
+        help="p2p: p2p-nb's SCTP tuning: tuned (tail-loss probe and loss-tolerant window, "
+        "the default), probe or window (only that one), stock (aiortc as it is)",
     )
     parser.add_argument(
         "--udp-rcvbuf",
@@ -604,7 +615,7 @@ def main() -> None:
     async def run() -> None:
         peer: Peer
         if args.kind == "p2p":
-            peer = P2PPeer(args.url, args.token, args.thread, not args.no_tail_loss_probe)
+            peer = P2PPeer(args.url, args.token, args.thread, args.sctp)
         elif args.kind == "raw":
             peer = RawPeer()
         else:

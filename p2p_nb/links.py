@@ -53,7 +53,11 @@ class MeshSettings:
     tail_loss_probe: bool = True
     """Send a lost last packet again after two round trips instead of SCTP's
     1 s timer (``p2p_nb/ice.py``, :class:`~p2p_nb.ice.TailLossProbe`); off only
-    to measure what it does (``python -m bench --network --compare-probe``)."""
+    to measure what it does (``python -m bench --network --compare-sctp``)."""
+    loss_tolerant_window: bool = True
+    """After a loss, keep SCTP's congestion window at the path's measured
+    capacity instead of halving it (Westwood+; :class:`~p2p_nb.ice.LossTolerantWindow`):
+    random loss (Wi-Fi) no longer caps throughput; off only to measure it."""
 
 
 @dataclass

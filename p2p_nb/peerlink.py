@@ -31,6 +31,7 @@ from aiortc.sdp import candidate_from_sdp
 from . import protocol
 from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
 from .ice import (
+    LossTolerantWindow,
     TailLossProbe,
     close_peer_connection,
     enlarge_socket_buffers,
@@ -290,6 +291,8 @@ class PeerLink:
             enlarge_socket_buffers(self.pc)
             if self.mesh.settings.tail_loss_probe:
                 TailLossProbe.install(self.pc)
+            if self.mesh.settings.loss_tolerant_window:
+                LossTolerantWindow.install(self.pc)
         if self.initiator and self.transport == "direct":
             nonce, replaced = self.safety.reveal()
             if nonce is not None:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.network import VARIANTS
+from bench.network import COMPARE_SCTP, VARIANTS
 
 from .test_bench import leaves, run_module
 from .test_recovery import skip_without_netns_tools
 
-DEFAULT_VARIANTS = set(VARIANTS) - {"p2p_nb_no_probe"}  # that one only with --compare-probe
+DEFAULT_VARIANTS = set(VARIANTS) - set(COMPARE_SCTP)  # those only with --compare-sctp
 
 
 @pytest.mark.timeout(330)

@@ -1,21 +1,27 @@
-"""The tail-loss probe (``p2p_nb/ice.py``): a lost last packet is sent again
-after about two round trips, not after SCTP's one-second T3 timer; and the
-installed aiortc still has every internal the probe hooks (this fails loudly
-when aiortc changes)."""
+"""p2p-nb's SCTP tuning (``p2p_nb/ice.py``). The tail-loss probe: a lost last
+packet is sent again after about two round trips, not after SCTP's one-second
+T3 timer. The loss-tolerant window: a random loss on a path with a round trip
+leaves the congestion window at the path's measured capacity instead of
+halving it. And the installed aiortc still has every internal they hook (this
+fails loudly when aiortc changes)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from p2p_nb.app import P2PApp
-from p2p_nb.ice import TailLossProbe, _ice_connection
+from p2p_nb.ice import LossTolerantWindow, TailLossProbe, _ice_connection
+from p2p_nb.links import MeshSettings
 
 from .conftest import MakePeer
 from .test_mesh import wait_mesh
+from .test_transfer import make_file, sha
 
 pytestmark = pytest.mark.anyio
 
@@ -32,22 +38,47 @@ async def next_text(stream: Any, timeout: float = 10) -> str:
     return str(event.data.text)
 
 
-def drop_next_datagram(app: P2PApp, other: P2PApp) -> list[bytes]:
-    """The next UDP datagram ``app`` sends to ``other`` is lost (what a lossy
-    path does to it); returns the list the dropped datagram lands in."""
+def drop_next_datagram(app: P2PApp, other: P2PApp, min_size: int = 0) -> list[bytes]:
+    """The next UDP datagram ``app`` sends to ``other`` (of at least
+    ``min_size`` bytes) is lost (what a lossy path does to it); returns the
+    list the dropped datagram lands in."""
     pc = app._mesh.link(other.peer_id or "").pc  # type: ignore[union-attr]
     pair = _ice_connection(pc)._nominated[1]
     send: Callable[[bytes, tuple[str, int]], Awaitable[None]] = pair.protocol.send_data
     dropped: list[bytes] = []
 
     async def lossy(data: bytes, addr: tuple[str, int]) -> None:
-        if not dropped:
+        if not dropped and len(data) >= min_size:
             dropped.append(data)
             return
         await send(data, addr)
 
     pair.protocol.send_data = lossy
     return dropped
+
+
+def delay_datagrams(app: P2PApp, other: P2PApp, delay: float) -> None:
+    """Every UDP datagram ``app`` sends to ``other`` from now on leaves
+    ``delay`` seconds later, in order (a path with a round trip)."""
+    pc = app._mesh.link(other.peer_id or "").pc  # type: ignore[union-attr]
+    pair = _ice_connection(pc)._nominated[1]
+    send: Callable[[bytes, tuple[str, int]], Awaitable[None]] = pair.protocol.send_data
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Future[None]] = set()
+
+    async def quietly(data: bytes, addr: tuple[str, int]) -> None:
+        with contextlib.suppress(Exception):  # the connection closed meanwhile
+            await send(data, addr)
+
+    def later(data: bytes, addr: tuple[str, int]) -> None:
+        task = asyncio.ensure_future(quietly(data, addr))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def delayed(data: bytes, addr: tuple[str, int]) -> None:
+        loop.call_later(delay, later, data, addr)
+
+    pair.protocol.send_data = delayed
 
 
 async def test_the_installed_aiortc_has_every_internal_the_probe_hooks(
@@ -58,6 +89,8 @@ async def test_the_installed_aiortc_has_every_internal_the_probe_hooks(
     sctp = sctp_of(ana, ben)
     assert TailLossProbe.missing(sctp) == [], "p2p_nb/ice.py must follow this aiortc"
     assert isinstance(sctp._p2p_nb_tail_loss_probe, TailLossProbe)  # installed on open
+    assert [n for n in LossTolerantWindow._NEEDS if not hasattr(sctp, n)] == []
+    assert isinstance(sctp._p2p_nb_loss_window, LossTolerantWindow)
 
 
 async def test_a_lost_last_message_comes_back_by_probe_not_by_the_t3_timer(
@@ -82,3 +115,45 @@ async def test_a_lost_last_message_comes_back_by_probe_not_by_the_t3_timer(
     assert dropped, "the message's packet was dropped on the way"
     assert probe.probes > probes, "the probe sent the lost chunk again"
     assert probe.timeouts == timeouts, "no T3 timeout was needed"
+
+
+async def test_a_random_loss_keeps_the_window_at_the_paths_capacity(
+    make_peer: MakePeer, tmp_path: Path
+) -> None:
+    ana = await make_peer("ana", download_dir=tmp_path / "a")
+    ben = await make_peer("ben", download_dir=tmp_path / "b")
+    await wait_mesh([ana, ben])
+    delay_datagrams(ana, ben, 0.02)  # a 20 ms path, so the window matters
+    sctp = sctp_of(ana, ben)
+    window: LossTolerantWindow = sctp._p2p_nb_loss_window
+    src = tmp_path / "payload.bin"
+    digest = make_file(src, 6_000_000)
+    events = ben.events("file_offer", "file_progress", "file_received")
+    await ana.share_file(src)
+    await (await events.wait_for("file_offer", timeout=10)).data.accept()
+    while True:  # far enough for a bandwidth estimate and a grown window
+        ev = await events.get(timeout=30)
+        assert ev.name == "file_progress", "the transfer ended before the loss"
+        if ev.data["bytes"] >= 2_000_000:
+            break
+    assert window.estimate() > 0
+    assert window.rtt_min is not None
+    assert window.rtt_min > 0.01  # the delayed path's round trip, not loopback's
+    holds = window.holds
+    # the window where a lossy path keeps it: at the path's capacity (here
+    # p2p-nb's transfer window, not SCTP's, limits what is in flight)
+    sctp._cwnd = sctp._ssthresh = window.estimate()
+    dropped = drop_next_datagram(ana, ben, min_size=1000)  # data, not an ack
+    got = await events.wait_for("file_received", timeout=120)
+    assert dropped, "a packet of the transfer was lost"
+    assert sha(got.data.path) == digest
+    assert window.holds > holds, "the loss left the window above Reno's half"
+
+
+async def test_the_window_is_not_touched_when_turned_off(make_peer: MakePeer) -> None:
+    off = MeshSettings(loss_tolerant_window=False)
+    ana, ben = await make_peer("ana", mesh_settings=off), await make_peer("ben", mesh_settings=off)
+    await wait_mesh([ana, ben])
+    sctp = sctp_of(ana, ben)
+    assert not hasattr(sctp, "_p2p_nb_loss_window")
+    assert isinstance(sctp._p2p_nb_tail_loss_probe, TailLossProbe)  # the probe is separate
