@@ -1,0 +1,308 @@
+"""The web client (p2p_nb/web): a plain browser as a full peer of the room.
+
+Real things only: the standalone server (or JupyterLab with the extension),
+Python peers (``P2PApp``, what a kernel runs), and Debian Chromium driven by
+Playwright (``tests/browser.py``). Every wait is on an event or a locator,
+with a timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
+
+from p2p_nb.app import P2PApp
+from p2p_nb.web import STATIC_DIR, VENDOR_DIR, vendored_files
+
+from .browser import TIMEOUT, new_user, save_screenshot
+from .conftest import RunningServer, start_server
+
+UNIT_DIR = Path(__file__).resolve().parent / "web"
+ROOM = "webroom"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    running = await start_server()
+    yield running
+    await running.stop()
+
+
+async def kernel_peer(server: RunningServer, name: str, room: str = ROOM, **join: object) -> P2PApp:
+    """A Python peer, as a notebook's kernel runs it (on this test's loop)."""
+    app = await P2PApp.connect(server.url, server.token, thread=False)
+    await app.join_room(room, name=name, **join)  # type: ignore[arg-type]
+    return app
+
+
+async def web_user(browser: Browser) -> BrowserContext:
+    """A new user whose pages may gather loopback ICE candidates.
+
+    Chromium enumerates only the default route's interface for a page
+    without camera or microphone permission; the test namespace has no
+    default route, so it would offer no candidate at all and two browsers
+    could never connect (a Python peer still can: it learns the browser's
+    address from its checks). A user on a LAN has a default route."""
+    context = await new_user(browser)
+    await context.grant_permissions(["camera", "microphone"])
+    return context
+
+
+class Users:
+    """The browser users of one test; their pages close before the servers stop
+    (an open WebSocket would hold the server's shutdown up)."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+
+    async def open(self, url: str) -> Page:
+        """The web client at ``url``, for a new user."""
+        context = await web_user(self.browser)
+        self.contexts.append(context)
+        return await open_client(context, url)
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            await context.close()
+
+
+@pytest.fixture
+async def users(browser: Browser) -> AsyncIterator[Users]:
+    made = Users(browser)
+    yield made
+    await made.close()
+
+
+async def open_client(browser: Browser | BrowserContext, url: str) -> Page:
+    """The web client at ``url`` in a new user's context (or in ``browser``, a context)."""
+    ctx = await web_user(browser) if isinstance(browser, Browser) else browser
+    page = await ctx.new_page()
+    page.on("console", lambda m: print(f"[{page.url.split('?')[0]}] {m.type}: {m.text}"))
+    page.on("pageerror", lambda e: print(f"page error: {e}"))
+    await page.goto(url)
+    return page
+
+
+async def join(page: Page, name: str, room: str | None = ROOM, secret: str | None = None) -> None:
+    """Fill the form the way a person does (labels, not selectors) and join."""
+    await page.get_by_label("Your name").fill(name)
+    if room is not None:
+        await page.get_by_label("Room", exact=True).fill(room)
+    if secret is not None:
+        await page.get_by_label("Room secret (optional)").fill(secret)
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.get_by_role("button", name="Leave")).to_be_visible(timeout=TIMEOUT * 1000)
+
+
+def peer_row(page: Page, name: str) -> Locator:
+    return page.locator("#peers li.peer").filter(
+        has=page.locator(".peer-name", has_text=re.compile(f"^{re.escape(name)}$"))
+    )
+
+
+async def wait_connected(page: Page, *names: str, timeout: float = TIMEOUT) -> None:
+    for name in names:
+        row = peer_row(page, name)
+        await expect(row.locator(".peer-state")).to_have_text("connected", timeout=timeout * 1000)
+
+
+async def send_chat(page: Page, text: str) -> None:
+    box = page.get_by_label("Message")
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+
+
+def chat_line(page: Page, sender: str, text: str) -> Locator:
+    return page.locator("#chat-log li").filter(has_text=sender).filter(has_text=text)
+
+
+async def wait_mesh(apps: list[P2PApp], count: int, timeout: float = TIMEOUT) -> None:
+    """Until each Python peer has ``count`` connected links."""
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while any(len(app.connected_peers()) < count for app in apps):
+            async with apps[0].events("peer_connected", "peer_state") as events:
+                if all(len(app.connected_peers()) >= count for app in apps):
+                    break
+                with anyio.move_on_after(0.5):
+                    await events.get()
+
+
+# --- no browser ----------------------------------------------------------------
+
+
+def test_vendored_files_match_their_recorded_sha256() -> None:
+    """Third-party JavaScript is pinned: a changed or added file fails here."""
+    recorded = vendored_files()
+    on_disk = {
+        str(p.relative_to(VENDOR_DIR))
+        for p in VENDOR_DIR.rglob("*")
+        if p.is_file() and p.name not in ("SHA256SUMS", "README.md")
+    }
+    assert set(recorded) == on_disk
+    for name, digest in recorded.items():
+        assert hashlib.sha256((VENDOR_DIR / name).read_bytes()).hexdigest() == digest, name
+    readme = (VENDOR_DIR / "README.md").read_text()
+    assert "socket.io-client` | 4.8.4" in readme
+    assert "@noble/hashes` | 1.8.0" in readme
+    for licence in ("socket.io-client/LICENSE", "noble-hashes/LICENSE"):
+        assert licence in recorded
+
+
+@pytest.mark.anyio
+async def test_the_standalone_server_serves_the_page_and_its_files(server: RunningServer) -> None:
+    def get(path: str) -> tuple[int, dict[str, str], bytes]:
+        with urllib.request.urlopen(server.url + path, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+
+    import anyio
+
+    for path in ("", "p2p/join", "p2p/join?room=r&invite=inv1.x"):
+        status, headers, body = await anyio.to_thread.run_sync(get, path)
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/html")
+        assert headers["Cache-Control"] == "no-store"
+        assert "'unsafe-inline'" not in headers["Content-Security-Policy"]
+        page = body.decode()
+        assert '"socketPath": "/p2p/socket.io/"' in page
+        assert '"host": "standalone"' in page
+        assert 'src="/p2p/web/js/ui.js"' in page
+    status, headers, body = await anyio.to_thread.run_sync(get, "p2p/web/js/codec.js")
+    assert status == 200
+    assert "javascript" in headers["Content-Type"]
+    assert body == (STATIC_DIR / "js" / "codec.js").read_bytes()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await anyio.to_thread.run_sync(get, "p2p/web/../__init__.py")
+    assert refused.value.code in (403, 404)
+    refused.value.close()
+
+
+# --- JS unit tests ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_js_modules_unit_tests_in_chromium(browser: Browser, server: RunningServer) -> None:
+    """codec, safety code, room key (docs/protocol.md's vectors) and transfer
+    state, in the browser that runs them for users."""
+    context = await new_user(browser)
+    page = await context.new_page()
+    unit_js = (UNIT_DIR / "unit.js").read_text()
+    html = (
+        '<!doctype html><meta charset="utf-8"><script type="importmap">'
+        '{"imports": {"@noble/hashes/crypto": "/p2p/web/vendor/noble-hashes/crypto.js"}}'
+        '</script><script type="module" src="/__unit__.js"></script>'
+    )
+    await page.route(
+        server.url + "__unit__.html", lambda r: r.fulfill(body=html, content_type="text/html")
+    )
+    await page.route(
+        server.url + "__unit__.js",
+        lambda r: r.fulfill(body=unit_js, content_type="text/javascript"),
+    )
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(server.url + "__unit__.html")
+    await page.wait_for_function("window.done === true", timeout=60_000)
+    results = await page.evaluate("window.results")
+    assert not errors, errors
+    failed = [r for r in results if not r["ok"]]
+    assert not failed, "\n".join(f"{r['name']}: {r['error']}" for r in failed)
+    assert len(results) >= 15, [r["name"] for r in results]
+
+
+# --- chat --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_two_browsers_and_a_kernel_chat_in_every_direction(
+    server: RunningServer, users: Users
+) -> None:
+    kernel = await kernel_peer(server, "kernel")
+    try:
+        inbox = kernel.events("message")
+        ada = await users.open(f"{server.url}?token={server.token}")
+        # the token is read, then gone from the address bar and the history
+        await expect(ada).to_have_url(server.url)
+        await expect(ada.get_by_label("Access token (if the server asks for one)")).to_be_hidden()
+        await join(ada, "ada")
+        bob = await users.open(server.url)
+        await bob.get_by_label("Access token (if the server asks for one)").fill(server.token)
+        await join(bob, "bob")
+
+        await wait_connected(ada, "kernel", "bob")
+        await wait_connected(bob, "kernel", "ada")
+        await expect(peer_row(ada, "kernel").locator(".peer-kind")).to_have_text("notebook")
+        await expect(peer_row(ada, "bob").locator(".peer-kind")).to_have_text("browser")
+        await expect(peer_row(ada, "kernel").locator(".peer-code")).to_have_text(
+            re.compile(r"^code \d{3} \d{3}$")
+        )
+        await wait_mesh([kernel], 2)
+        peers = kernel.peers
+        assert sorted(p.name for p in peers.values()) == ["ada", "bob"]
+        # the same safety code on both ends of each kernel-browser link
+        for name, page in (("ada", ada), ("bob", bob)):
+            pid = next(pid for pid, p in peers.items() if p.name == name)
+            code = kernel.connection_status(pid).safety_code
+            assert code is not None
+            await expect(peer_row(page, "kernel").locator(".peer-code")).to_have_text(
+                f"code {code}"
+            )
+            browser_caps = kernel.remote_capabilities(pid)
+            assert "browser" in browser_caps.services
+
+        # browser -> everyone
+        await send_chat(ada, "hello from ada <b>not bold</b>")
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert (got.sender_name, got.text) == ("ada", "hello from ada <b>not bold</b>")
+        await expect(chat_line(bob, "ada", "hello from ada <b>not bold</b>")).to_be_visible()
+        assert await bob.locator("#chat-log b").count() == 0  # text, never markup
+        own = chat_line(ada, "ada (you)", "hello from ada")
+        await expect(own).to_have_class(re.compile(r"\bown\b"))
+        # kernel -> browsers
+        await kernel.send_message("hi browsers, from the kernel")
+        for page in (ada, bob):
+            await expect(chat_line(page, "kernel", "hi browsers, from the kernel")).to_be_visible()
+        # the other browser -> everyone, with the Send button
+        await bob.get_by_label("Message").fill("bob here")
+        await bob.get_by_role("button", name="Send").click()
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert (got.sender_name, got.text) == ("bob", "bob here")
+        await expect(chat_line(ada, "bob", "bob here")).to_be_visible()
+        # a private message from a browser to the kernel only
+        await bob.get_by_label("Send to").select_option(label="kernel")
+        await send_chat(bob, "just for the kernel")
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert got.text == "just for the kernel"
+        assert got.to == kernel.peer_id
+        await kernel.send_message("and a reply")
+        await expect(chat_line(ada, "kernel", "and a reply")).to_be_visible()
+        assert await chat_line(ada, "bob", "just for the kernel").count() == 0
+        # at 375 px wide the page still fits
+        await ada.set_viewport_size({"width": 375, "height": 800})
+        width = await ada.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375
+        await save_screenshot(ada, "web-client-chat-375px")
+
+        # Leave: the kernel sees the browser go
+        left = kernel.events("peer_left")
+        await ada.get_by_role("button", name="Leave").click()
+        gone = await left.get(timeout=TIMEOUT)
+        assert gone.data.get("name", "ada") == "ada" or gone.peer_id not in kernel.peers
+        await expect(peer_row(bob, "ada")).to_have_count(0)
+    finally:
+        await kernel.disconnect()
+
+
+_ = (json, os, pd)
