@@ -306,3 +306,132 @@ async def test_two_browsers_and_a_kernel_chat_in_every_direction(
 
 
 _ = (json, os, pd)
+
+
+# --- files ---------------------------------------------------------------------------
+
+
+async def pick_files(page: Page, label: str, *paths: Path) -> None:
+    """Choose local files in the file input labelled ``label``, as a person does.
+
+    Through DevTools' ``DOM.setFileInputFiles`` with the paths: Chromium reads
+    the files itself (it runs on this machine). Playwright's
+    ``set_input_files`` over a CDP connection would copy the bytes through the
+    protocol, which times out for a 50 MB file."""
+    await expect(page.get_by_label(label)).to_be_visible()
+    cdp = await page.context.new_cdp_session(page)
+    try:
+        label_for = await page.get_by_label(label).get_attribute("id")
+        document = await cdp.send("DOM.getDocument", {"depth": 0})
+        node = await cdp.send(
+            "DOM.querySelector", {"nodeId": document["root"]["nodeId"], "selector": f"#{label_for}"}
+        )
+        await cdp.send(
+            "DOM.setFileInputFiles",
+            {"nodeId": node["nodeId"], "files": [str(p) for p in paths]},
+        )
+    finally:
+        await cdp.detach()
+
+
+def transfer_row(page: Page, name: str) -> Locator:
+    return page.locator("li.transfer").filter(
+        has=page.locator(".file-name", has_text=re.compile(f"^{re.escape(name)}$"))
+    )
+
+
+@pytest.mark.anyio
+async def test_files_both_ways_a_50_mb_file_to_the_kernel_and_a_dataframe_back(
+    server: RunningServer, users: Users, tmp_path: Path
+) -> None:
+    """A 50 MB file from a browser (picked with the file input) arrives in the
+    kernel with its SHA-256; a DataFrame from the kernel arrives in the
+    browser as its Parquet file, through a download, after Accept."""
+    kernel = await P2PApp.connect(
+        server.url, server.token, thread=False, download_dir=tmp_path / "kernel-downloads"
+    )
+    try:
+        await kernel.join_room(ROOM, name="kernel")
+        offers = kernel.events("file_offer")
+        received = kernel.events("file_received")
+        ada = await users.open(f"{server.url}?token={server.token}")
+        await join(ada, "ada")
+        await wait_connected(ada, "kernel")
+
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(50 * 10**6))
+        want = hashlib.sha256(big.read_bytes()).hexdigest()
+        await pick_files(ada, "Files to share", big)
+        offer = (await offers.get(timeout=TIMEOUT)).data
+        assert (offer.name, offer.size) == ("big.bin", big.stat().st_size)
+        assert offer.offer.sha256 == want
+        await offer.accept()
+        got = (await received.get(timeout=120)).data
+        assert got.sha256 == want
+        assert hashlib.sha256(got.path.read_bytes()).hexdigest() == want
+        row = transfer_row(ada, "big.bin")
+        await expect(row).to_have_attribute("data-state", "done")
+        await expect(row.locator(".transfer-state")).to_have_text(re.compile(r"^done, .+/s$"))
+        assert await row.locator("progress").evaluate("p => p.value") == 1
+
+        df = pd.DataFrame({"city": ["Oslo", "Lima", "<b>Pune</b>"], "temp": [3.5, 19.0, 31.25]})
+        await kernel.share_dataframe(df, name="weather")
+        row = transfer_row(ada, "weather.parquet")
+        await expect(row.locator(".file-peer")).to_have_text("from kernel")
+        await expect(row.locator(".meta")).to_contain_text("DataFrame shape 3 \u00d7 2, parquet")
+        await expect(row.locator(".columns li")).to_have_text(
+            [f"{c}: {t}" for c, t in zip(df.columns, df.dtypes, strict=True)]
+        )
+        async with ada.expect_download(timeout=TIMEOUT * 1000) as download_info:
+            await row.get_by_role("button", name="Accept weather.parquet").click()
+        download = await download_info.value
+        assert download.suggested_filename == "weather.parquet"
+        saved = tmp_path / "weather.parquet"
+        await download.save_as(saved)
+        pd.testing.assert_frame_equal(pd.read_parquet(saved), df)
+        await expect(row).to_have_attribute("data-state", "done")
+        await expect(row.get_by_role("link", name="Save weather.parquet again")).to_be_visible()
+    finally:
+        await kernel.disconnect()
+
+
+@pytest.mark.anyio
+async def test_a_browser_declines_and_cancels(
+    server: RunningServer, users: Users, tmp_path: Path
+) -> None:
+    """Decline on an offer reaches the sender; Cancel during a transfer ends it on both sides."""
+    kernel = await P2PApp.connect(
+        server.url, server.token, thread=False, download_dir=tmp_path / "kernel-downloads"
+    )
+    try:
+        await kernel.join_room(ROOM, name="kernel")
+        ada = await users.open(f"{server.url}?token={server.token}")
+        await join(ada, "ada")
+        await wait_connected(ada, "kernel")
+        small = tmp_path / "notes.txt"
+        small.write_text("not wanted")
+        share = await kernel.share_file(small)
+        row = transfer_row(ada, "notes.txt")
+        await row.get_by_role("button", name="Decline notes.txt").click()
+        outcome = await share.wait(timeout=TIMEOUT)
+        assert list(outcome.values()) == ["declined"]
+        await expect(row).to_have_attribute("data-state", "declined")
+
+        # the browser sends; the kernel accepts; the browser cancels midway
+        offers = kernel.events("file_offer")
+        failed = kernel.events("transfer_failed")
+        big = tmp_path / "cancel-me.bin"
+        big.write_bytes(os.urandom(40 * 10**6))
+        await pick_files(ada, "Files to share", big)
+        offer = (await offers.get(timeout=TIMEOUT)).data
+        await offer.accept()
+        row = transfer_row(ada, "cancel-me.bin")
+        await expect(row).to_have_attribute("data-state", "sending")
+        await row.get_by_role("button", name="Cancel cancel-me.bin").click()
+        await expect(row).to_have_attribute("data-state", "cancelled")
+        assert await offer.wait(timeout=TIMEOUT) == "failed"
+        reason = (await failed.get(timeout=TIMEOUT)).data["reason"]
+        assert reason == "cancelled by ada: cancelled"
+        assert not list((tmp_path / "kernel-downloads").glob("cancel-me*"))
+    finally:
+        await kernel.disconnect()

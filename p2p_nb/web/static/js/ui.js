@@ -175,9 +175,10 @@ function describeMeta(t) {
   const box = el("div", { class: "meta", text: `DataFrame ${parts.join(", ")}` });
   if (Array.isArray(meta.columns)) {
     const list = el("ul", { class: "columns" });
+    // p2p-nb sends dtypes as a list beside the columns; a mapping is read too
     const dtypes = meta.dtypes && typeof meta.dtypes === "object" ? meta.dtypes : {};
-    for (const column of meta.columns.slice(0, 50)) {
-      const dtype = Array.isArray(dtypes) ? "" : dtypes[String(column)];
+    for (const [i, column] of meta.columns.slice(0, 50).entries()) {
+      const dtype = Array.isArray(dtypes) ? dtypes[i] : Object.hasOwn(dtypes, String(column)) ? dtypes[String(column)] : "";
       list.append(el("li", { text: dtype ? `${String(column)}: ${String(dtype)}` : String(column) }));
     }
     if (meta.columns.length > 50) list.append(el("li", { text: `… ${meta.columns.length - 50} more` }));
