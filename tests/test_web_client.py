@@ -9,9 +9,10 @@ with a timeout.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from p2p_nb.web import STATIC_DIR, VENDOR_DIR, vendored_files
 
 from .browser import TIMEOUT, new_user, save_screenshot
 from .conftest import RunningServer, start_server
+from .jupyter_server import JupyterServer
 
 UNIT_DIR = Path(__file__).resolve().parent / "web"
 ROOM = "webroom"
@@ -305,9 +307,6 @@ async def test_two_browsers_and_a_kernel_chat_in_every_direction(
         await kernel.disconnect()
 
 
-_ = (json, os, pd)
-
-
 # --- files ---------------------------------------------------------------------------
 
 
@@ -433,5 +432,108 @@ async def test_a_browser_declines_and_cancels(
         reason = (await failed.get(timeout=TIMEOUT)).data["reason"]
         assert reason == "cancelled by ada: cancelled"
         assert not list((tmp_path / "kernel-downloads").glob("cancel-me*"))
+    finally:
+        await kernel.disconnect()
+
+
+# --- rooms with a secret, invites ----------------------------------------------------
+
+SECRET = "correct horse battery staple, but longer"
+
+
+@pytest.mark.anyio
+async def test_a_room_with_a_secret_from_the_browser(server: RunningServer, users: Users) -> None:
+    """The browser derives the room key (scrypt in JS), authenticates its
+    descriptions and seals its profile: the kernel sees its real name, the
+    server only a pseudonym; a browser with another secret is refused."""
+    kernel = await kernel_peer(server, "kernel", secret=SECRET)
+    try:
+        inbox = kernel.events("message")
+        ada = await users.open(f"{server.url}?token={server.token}")
+        await join(ada, "ada", secret=SECRET)
+        await wait_connected(ada, "kernel")
+        await expect(peer_row(ada, "kernel").locator(".peer-code")).to_have_text(
+            re.compile(r"^code \d{3} \d{3}$")
+        )
+        await wait_mesh([kernel], 1)
+        assert [p.name for p in kernel.peers.values()] == ["ada"]
+        names_on_server = {p.name for p in server.service.peers.values() if p.peer_id}
+        assert "ada" not in names_on_server
+        assert "kernel" not in names_on_server
+        assert all(name.startswith("member-") for name in names_on_server)
+        await send_chat(ada, "sealed hello")
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert (got.sender_name, got.text) == ("ada", "sealed hello")
+        await kernel.send_message("sealed reply")
+        await expect(chat_line(ada, "kernel", "sealed reply")).to_be_visible()
+
+        errors = kernel.events("error")
+        eve = await users.open(f"{server.url}?token={server.token}")
+        await join(eve, "eve", secret="not the room's secret")
+        # eve cannot open the members' profiles (she sees pseudonyms) and every
+        # link is refused by the authenticator, never opened
+        states = eve.locator("#peers li.peer .peer-state")
+        await expect(states).to_have_text([re.compile(r"^lost \(.*room authenticator")] * 2)
+        await expect(eve.locator("#peers .peer-name")).to_have_text(
+            [re.compile(r"^member-[0-9a-f]{8}$")] * 2
+        )
+        await expect(eve.locator("#errors")).to_contain_text(
+            "does not open with this room's secret"
+        )
+        error = (await errors.get(timeout=TIMEOUT)).data
+        assert type(error).__name__ == "RoomSecretError"
+        assert "eve" not in [p.name for p in kernel.peers.values()]
+    finally:
+        await kernel.disconnect()
+
+
+@pytest.mark.anyio
+async def test_an_invite_link_to_a_jupyter_hosted_room(
+    jupyter_server: JupyterServer, users: Users
+) -> None:
+    """A guest with only the invite link (room, token and the secret after #)
+    joins a room on a Jupyter server: the page at {base_url}p2p/join, the
+    socket opened with the invite, confined to its room; Jupyter's own URLs
+    still refuse the invite."""
+    kernel = await P2PApp.connect(jupyter_server.url, jupyter_server.token, thread=False)
+    try:
+        await kernel.join_room("lab-web", name="host", secret=SECRET)
+        link = await kernel.create_invite(ttl=600)
+        assert link.startswith(jupyter_server.url + "p2p/join?room=lab-web&invite=inv1.")
+        token = re.search(r"invite=([^&#]+)", link)
+        assert token is not None
+        inbox = kernel.events("message")
+
+        guest = await users.open(link)
+        # straight into the room: no room or secret to type, and neither the
+        # invite nor the secret stays in the address bar
+        await expect(guest).to_have_url(jupyter_server.url + "p2p/join?room=lab-web")
+        await expect(guest.get_by_label("Room", exact=True)).to_have_value("lab-web")
+        await expect(guest.get_by_label("Room secret (optional)")).to_be_hidden()
+        await join(guest, "guest", room=None)
+        await wait_connected(guest, "host")
+        await send_chat(guest, "hello from the invite")
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert (got.sender_name, got.text) == ("guest", "hello from the invite")
+        await kernel.send_message("welcome, guest")
+        await expect(chat_line(guest, "host", "welcome, guest")).to_be_visible()
+
+        # the invite opens the p2p socket and the invite check, nothing else
+        def status(path: str) -> int:
+            request = urllib.request.Request(jupyter_server.url + path)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                return int(exc.code)
+
+        import anyio
+
+        invite = urllib.parse.unquote(token.group(1))
+        query = urllib.parse.urlencode({"invite_token": invite})
+        assert await anyio.to_thread.run_sync(status, f"p2p/invite?{query}") == 200
+        for path in ("api/contents", "api/kernels", "p2p/health"):
+            assert await anyio.to_thread.run_sync(status, f"{path}?{query}") == 403, path
     finally:
         await kernel.disconnect()
