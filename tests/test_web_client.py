@@ -537,3 +537,88 @@ async def test_an_invite_link_to_a_jupyter_hosted_room(
             assert await anyio.to_thread.run_sync(status, f"{path}?{query}") == 403, path
     finally:
         await kernel.disconnect()
+
+
+@pytest.mark.anyio
+async def test_browser_to_browser_file_dropped_for_one_peer(
+    server: RunningServer, users: Users, tmp_path: Path
+) -> None:
+    """A file dropped on the page goes to the peer chosen under "Send to" only:
+    browser to browser, through a download, with both sides' progress."""
+    kernel = await kernel_peer(server, "kernel")
+    try:
+        ada = await users.open(f"{server.url}?token={server.token}")
+        await join(ada, "ada")
+        bob = await users.open(f"{server.url}?token={server.token}")
+        await join(bob, "bob")
+        await wait_connected(ada, "kernel", "bob")
+        await wait_connected(bob, "kernel", "ada")
+        await ada.get_by_label("Send to").select_option(label="bob")
+        # 3 MB of random bytes made in the page (handing them over from here
+        # would cost a JSON array of 3 million numbers); their SHA-256 comes back
+        want = await ada.evaluate(
+            """async () => {
+                const bytes = new Uint8Array(3e6);
+                for (let i = 0; i < bytes.length; i += 65536) {
+                    crypto.getRandomValues(bytes.subarray(i, i + 65536));
+                }
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], "dropped.bin"));
+                const zone = document.getElementById("drop-zone");
+                for (const type of ["dragover", "drop"]) {
+                    const init = {dataTransfer: data, bubbles: true, cancelable: true};
+                    zone.dispatchEvent(new DragEvent(type, init));
+                }
+                const digest = await crypto.subtle.digest("SHA-256", bytes);
+                const hex = (b) => b.toString(16).padStart(2, "0");
+                return [...new Uint8Array(digest)].map(hex).join("");
+            }"""
+        )
+        row = transfer_row(bob, "dropped.bin")
+        await expect(row.locator(".file-peer")).to_have_text("from ada")
+        await expect(row.locator(".file-size")).to_have_text("3.0 MB")
+        async with bob.expect_download(timeout=TIMEOUT * 1000) as download_info:
+            await row.get_by_role("button", name="Accept dropped.bin").click()
+        download = await download_info.value
+        saved = tmp_path / "dropped.bin"
+        await download.save_as(saved)
+        assert hashlib.sha256(saved.read_bytes()).hexdigest() == want
+        await expect(row.locator(".transfer-state")).to_have_text(re.compile(r"^done, .+/s$"))
+        sent = transfer_row(ada, "dropped.bin")
+        await expect(sent.locator(".file-peer")).to_have_text("to bob")
+        await expect(sent).to_have_attribute("data-state", "done")
+        assert kernel.incoming_transfers == []  # the kernel was not offered it
+    finally:
+        await kernel.disconnect()
+
+
+@pytest.mark.anyio
+async def test_a_link_to_a_browser_comes_back_after_it_is_cut(
+    server: RunningServer, users: Users
+) -> None:
+    """The kernel's link to the browser fails (its peer connection closes, as
+    a network failure would): both ends show it reconnecting, it comes back
+    (whichever end offers), and chat works again, nothing lost or doubled."""
+    kernel = await kernel_peer(server, "kernel")
+    try:
+        inbox = kernel.events("message")
+        ada = await users.open(f"{server.url}?token={server.token}")
+        await join(ada, "ada")
+        await wait_connected(ada, "kernel")
+        await wait_mesh([kernel], 1)
+        pid = next(iter(kernel.peers))
+        states = kernel.events("peer_state")
+        await kernel._require_mesh().links[pid].cut()
+        seen: list[str] = []
+        while "connected" not in seen[1:]:
+            event = await states.get(timeout=TIMEOUT)
+            seen.append(event.data["new"])
+        assert seen[0] == "reconnecting"
+        await wait_connected(ada, "kernel")
+        await send_chat(ada, "after the cut")
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert got.text == "after the cut"
+        await kernel.send_message("still here")
+        await expect(chat_line(ada, "kernel", "still here")).to_have_count(1)
+    finally:
+        await kernel.disconnect()
