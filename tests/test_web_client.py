@@ -232,6 +232,7 @@ async def test_two_browsers_and_a_kernel_chat_in_every_direction(
     server: RunningServer, users: Users
 ) -> None:
     kernel = await kernel_peer(server, "kernel")
+    mallory = await kernel_peer(server, '<img src=x onerror="window.owned=1">')
     try:
         inbox = kernel.events("message")
         ada = await users.open(f"{server.url}?token={server.token}")
@@ -250,9 +251,22 @@ async def test_two_browsers_and_a_kernel_chat_in_every_direction(
         await expect(peer_row(ada, "kernel").locator(".peer-code")).to_have_text(
             re.compile(r"^code \d{3} \d{3}$")
         )
-        await wait_mesh([kernel], 2)
+        await expect(peer_row(ada, "kernel").locator(".peer-rtt")).to_have_text(
+            re.compile(r"^\d+ ms$")
+        )
+        await wait_mesh([kernel], 3)
         peers = kernel.peers
-        assert sorted(p.name for p in peers.values()) == ["ada", "bob"]
+        assert {"ada", "bob"} <= {p.name for p in peers.values()}
+        # a hostile name is text on the page, never markup
+        await wait_connected(ada, '<img src=x onerror="window.owned=1">')
+        assert await ada.locator("#peers img, #send-to img").count() == 0
+        ada_id = next(pid for pid, p in peers.items() if p.name == "ada")
+        await mallory.send_message(
+            '<script>window.owned=1</script><img src=x onerror="window.owned=1">', to=ada_id
+        )
+        await expect(ada.locator("#chat-log li")).to_have_count(1)
+        assert await ada.locator("#chat-log img, #chat-log script").count() == 0
+        assert await ada.evaluate("window.owned") is None
         # the same safety code on both ends of each kernel-browser link
         for name, page in (("ada", ada), ("bob", bob)):
             pid = next(pid for pid, p in peers.items() if p.name == name)
@@ -293,8 +307,13 @@ async def test_two_browsers_and_a_kernel_chat_in_every_direction(
         assert await chat_line(ada, "bob", "just for the kernel").count() == 0
         # at 375 px wide the page still fits
         await ada.set_viewport_size({"width": 375, "height": 800})
-        width = await ada.evaluate("document.documentElement.scrollWidth")
-        assert width <= 375
+        widest = await ada.evaluate(
+            """() => [...document.querySelectorAll("body *")]
+                .filter((e) => e.getBoundingClientRect().right > 376)
+                .map((e) => e.tagName + "#" + e.id + "." + e.className)"""
+        )
+        assert widest == []
+        assert await ada.evaluate("document.documentElement.scrollWidth") <= 375
         await save_screenshot(ada, "web-client-chat-375px")
 
         # Leave: the kernel sees the browser go
@@ -304,6 +323,7 @@ async def test_two_browsers_and_a_kernel_chat_in_every_direction(
         assert gone.data.get("name", "ada") == "ada" or gone.peer_id not in kernel.peers
         await expect(peer_row(bob, "ada")).to_have_count(0)
     finally:
+        await mallory.disconnect()
         await kernel.disconnect()
 
 
@@ -517,6 +537,15 @@ async def test_an_invite_link_to_a_jupyter_hosted_room(
         assert (got.sender_name, got.text) == ("guest", "hello from the invite")
         await kernel.send_message("welcome, guest")
         await expect(chat_line(guest, "host", "welcome, guest")).to_be_visible()
+
+        # a Jupyter user comes with the server's own token (?token=, as Jupyter
+        # prints it), types the room and its secret, and meets both
+        member = await users.open(f"{jupyter_server.url}p2p/join?token={jupyter_server.token}")
+        await expect(member).to_have_url(jupyter_server.url + "p2p/join")
+        await join(member, "member", room="lab-web", secret=SECRET)
+        await wait_connected(member, "host", "guest")
+        await send_chat(member, "a Jupyter user says hi")
+        await expect(chat_line(guest, "member", "a Jupyter user says hi")).to_be_visible()
 
         # the invite opens the p2p socket and the invite check, nothing else
         def status(path: str) -> int:

@@ -240,6 +240,8 @@ export class PeerLink {
     for (const frame of frames) this.channel.send(frame);
     this.attempts = 0;
     this.setState("connected");
+    // a first ping at once: the round-trip time shows without waiting for the timer
+    this.channel.send(encode("ping", { id: randomHex(8), ts: Date.now() / 1000 }));
   }
 
   codeSettled(replaced) {
