@@ -651,3 +651,65 @@ async def test_a_link_to_a_browser_comes_back_after_it_is_cut(
         await expect(chat_line(ada, "kernel", "still here")).to_have_count(1)
     finally:
         await kernel.disconnect()
+
+
+async def cut_when(app: P2PApp, peer_id: str, name: str, at: int) -> None:
+    """Cut ``app``'s link to ``peer_id`` once the transfer of ``name`` passed ``at`` bytes."""
+    async with app.events("file_progress") as progress:
+        while True:
+            data = (await progress.get(timeout=TIMEOUT)).data
+            if data["name"] == name and data["bytes"] >= at:
+                break
+    await app._require_mesh().links[peer_id].cut()
+
+
+@pytest.mark.anyio
+async def test_transfers_with_a_browser_resume_across_a_cut_link(
+    server: RunningServer, users: Users, tmp_path: Path
+) -> None:
+    """A link cut in the middle of a transfer, either way: both ends keep the
+    transfer, the sender offers it again as a resume when the link is back,
+    and it finishes from where it was, SHA-256 intact."""
+    kernel = await P2PApp.connect(
+        server.url, server.token, thread=False, download_dir=tmp_path / "kernel-downloads"
+    )
+    try:
+        await kernel.join_room(ROOM, name="kernel")
+        offers = kernel.events("file_offer")
+        received = kernel.events("file_received")
+        interrupted = kernel.events("transfer_interrupted")
+        ada = await users.open(f"{server.url}?token={server.token}")
+        await join(ada, "ada")
+        await wait_connected(ada, "kernel")
+        await wait_mesh([kernel], 1)
+        ada_id = next(iter(kernel.peers))
+
+        up = tmp_path / "up.bin"
+        up.write_bytes(os.urandom(30 * 10**6))
+        await pick_files(ada, "Files to share", up)
+        offer = (await offers.get(timeout=TIMEOUT)).data
+        await offer.accept()
+        await cut_when(kernel, ada_id, "up.bin", 10 * 10**6)
+        assert (await interrupted.get(timeout=TIMEOUT)).data["name"] == "up.bin"
+        got = (await received.get(timeout=120)).data
+        assert (
+            hashlib.sha256(got.path.read_bytes()).hexdigest()
+            == hashlib.sha256(up.read_bytes()).hexdigest()
+        )
+        await expect(transfer_row(ada, "up.bin")).to_have_attribute("data-state", "done")
+
+        down = tmp_path / "down.bin"
+        down.write_bytes(os.urandom(30 * 10**6))
+        share = await kernel.share_file(down)
+        row = transfer_row(ada, "down.bin")
+        async with ada.expect_download(timeout=120_000) as download_info:
+            await row.get_by_role("button", name="Accept down.bin").click()
+            await cut_when(kernel, ada_id, "down.bin", 10 * 10**6)
+        assert (await interrupted.get(timeout=TIMEOUT)).data["name"] == "down.bin"
+        download = await download_info.value
+        saved = tmp_path / "down-saved.bin"
+        await download.save_as(saved)
+        assert saved.read_bytes() == down.read_bytes()
+        assert await share.wait(timeout=TIMEOUT) == {ada_id: "done"}
+    finally:
+        await kernel.disconnect()
