@@ -22,6 +22,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from p2p_nb.app import P2PApp
+from p2p_nb.errors import P2PTimeoutError
 from p2p_nb.web import STATIC_DIR, VENDOR_DIR, vendored_files
 
 from .browser import TIMEOUT, new_user, save_screenshot
@@ -711,5 +712,45 @@ async def test_transfers_with_a_browser_resume_across_a_cut_link(
         await download.save_as(saved)
         assert saved.read_bytes() == down.read_bytes()
         assert await share.wait(timeout=TIMEOUT) == {ada_id: "done"}
+    finally:
+        await kernel.disconnect()
+
+
+@pytest.mark.anyio
+async def test_a_browser_takes_its_place_back_after_its_signaling_connection_drops(
+    server: RunningServer, users: Users
+) -> None:
+    """The page's WebSocket to the server closes (a network blip): Socket.IO
+    reconnects, the page joins again with its resume secret and keeps its peer
+    id; the room never hears it left, and signaling works again (a link cut
+    afterwards is re-established through it)."""
+    kernel = await kernel_peer(server, "kernel")
+    try:
+        left = kernel.events("peer_left")
+        ada = await users.open(f"{server.url}?token={server.token}")
+        await join(ada, "ada")
+        await wait_connected(ada, "kernel")
+        await wait_mesh([kernel], 1)
+        ada_id = next(iter(kernel.peers))
+        rejoined = ada.wait_for_function(
+            "(old) => window.p2pClient().socket.id !== old && window.p2pClient().rejoined > 0",
+            arg=await ada.evaluate("window.p2pClient().socket.id"),
+            timeout=TIMEOUT * 1000,
+        )
+        await ada.evaluate("window.p2pClient().socket.io.engine.close()")
+        await rejoined
+        assert await ada.evaluate("window.p2pClient().peerId") == ada_id
+        await expect(ada.locator("#connection")).to_have_text("")
+        states = kernel.events("peer_state")
+        await kernel._require_mesh().links[ada_id].cut()
+        seen: list[str] = []
+        while "connected" not in seen:
+            seen.append((await states.get(timeout=TIMEOUT)).data["new"])
+        assert seen[0] == "reconnecting"
+        await wait_connected(ada, "kernel")
+        await kernel.send_message("still in touch")
+        await expect(chat_line(ada, "kernel", "still in touch")).to_be_visible()
+        with pytest.raises(P2PTimeoutError):
+            await left.get(timeout=0.1)
     finally:
         await kernel.disconnect()

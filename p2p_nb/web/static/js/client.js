@@ -65,6 +65,7 @@ export class P2PClient extends EventTarget {
       services: ["messaging", "file_transfer", "browser"],
     };
     this.pinger = null;
+    this.rejoined = 0;
   }
 
   emitEvent(type, detail = {}) {
@@ -183,6 +184,7 @@ export class P2PClient extends EventTarget {
         resume: this.resume,
       });
       if (this.roomKey) await this.sendProfile();
+      this.rejoined += 1;
       this.emitEvent("status", { state: "joined" });
     } catch (exc) {
       this.reportError(null, new SignalingError(exc.code, `could not rejoin the room: ${exc.message}; leave and join again`));
