@@ -437,6 +437,17 @@ async def test_a_browser_declines_and_cancels(
         assert list(outcome.values()) == ["declined"]
         await expect(row).to_have_attribute("data-state", "declined")
 
+        # a flood of offers: the browser keeps 16 of one sender's pending and
+        # declines the rest, which never reach the page
+        tiny = tmp_path / "tiny.txt"
+        tiny.write_text("x")
+        shares = [await kernel.share_file(tiny, name=f"flood-{i}.txt") for i in range(20)]
+        outcomes = [next(iter((await s.wait(timeout=TIMEOUT)).values())) for s in shares[16:]]
+        assert outcomes == ["declined"] * 4
+        assert await ada.locator("#incoming li.transfer").count() == 1 + 16
+        await expect(transfer_row(ada, "flood-15.txt")).to_have_attribute("data-state", "offered")
+        assert await transfer_row(ada, "flood-16.txt").count() == 0
+
         # the browser sends; the kernel accepts; the browser cancels midway
         offers = kernel.events("file_offer")
         failed = kernel.events("transfer_failed")

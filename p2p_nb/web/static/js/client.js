@@ -125,9 +125,18 @@ export class P2PClient extends EventTarget {
     return reply;
   }
 
+  /** Run a server event's handler now, or after the join reply if one is awaited
+   * (others may announce themselves or offer before it); errors are reported. */
   hold(fn) {
-    if (this.held !== null) this.held.push(fn);
-    else fn();
+    const run = () => {
+      try {
+        Promise.resolve(fn()).catch((exc) => this.reportError(null, exc));
+      } catch (exc) {
+        this.reportError(null, exc);
+      }
+    };
+    if (this.held !== null) this.held.push(run);
+    else run();
   }
 
   /** Join `room` as `name`; with `secret`, the room's secret (never sent anywhere). */
@@ -417,11 +426,14 @@ export class P2PClient extends EventTarget {
       return;
     }
     const refusal = offerRefusal(this.transfers.values(), link.peerId, offer.size);
-    this.track(t);
     if (refusal !== null) {
-      this.decline(t.id, refusal);
+      // not shown, not kept: a flood of offers costs the page nothing
+      t.finish("declined", refusal);
+      this.sendControl(t, "file-decline", { reason: refusal });
+      this.log(`offer of ${JSON.stringify(offer.name.slice(0, 64))} from ${link.name} declined: ${refusal}`);
       return;
     }
+    this.track(t);
     this.emitEvent("offer", { transfer: t });
   }
 

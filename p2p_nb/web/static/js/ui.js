@@ -165,6 +165,7 @@ function sendMessage() {
 // --- files ----------------------------------------------------------------------
 
 const rows = new Map();
+const MAX_ROWS = 200;
 
 function describeMeta(t) {
   if (t.kind !== "dataframe") return null;
@@ -204,7 +205,17 @@ function transferRow(t) {
   row.progress = progress;
   row.actions = actions;
   rows.set(t.id, row);
-  (t.direction === "in" ? $("incoming") : $("outgoing")).prepend(row);
+  const list = t.direction === "in" ? $("incoming") : $("outgoing");
+  list.prepend(row);
+  // bounded: the oldest finished transfers leave the page first
+  const finished = new Set(["done", "declined", "cancelled", "failed"]);
+  for (const old of [...list.children].reverse()) {
+    if (list.children.length <= MAX_ROWS) break;
+    if (finished.has(old.dataset.state)) {
+      rows.delete(old.dataset.transfer);
+      old.remove();
+    }
+  }
   return row;
 }
 
