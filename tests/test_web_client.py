@@ -765,3 +765,55 @@ async def test_a_browser_takes_its_place_back_after_its_signaling_connection_dro
             await left.get(timeout=0.1)
     finally:
         await kernel.disconnect()
+
+
+OPFS_PICKER = """
+// The save dialog, answered with a file of the origin's private file system
+// (a headless browser has no dialog): the same FileSystemWritableFileStream
+// a user's choice gives.
+window.p2pStreamToDiskBytes = 1024 * 1024;
+window.showSaveFilePicker = async ({ suggestedName }) => {
+    const root = await navigator.storage.getDirectory();
+    return root.getFileHandle(suggestedName, { create: true });
+};
+"""
+
+
+@pytest.mark.anyio
+async def test_a_big_file_is_streamed_to_disk_where_the_browser_can(
+    server: RunningServer, users: Users, tmp_path: Path
+) -> None:
+    """With the File System Access API, a big incoming file is written to the
+    place the user picked as it arrives (acknowledged once written) and gets
+    its name only after its SHA-256 matched: no download, no copy in memory."""
+    kernel = await P2PApp.connect(server.url, server.token, thread=False)
+    try:
+        await kernel.join_room(ROOM, name="kernel")
+        context = await web_user(users.browser)
+        users.contexts.append(context)
+        await context.add_init_script(OPFS_PICKER)
+        ada = await open_client(context, f"{server.url}?token={server.token}")
+        downloads: list[object] = []
+        ada.on("download", lambda d: downloads.append(d))
+        await join(ada, "ada")
+        await wait_connected(ada, "kernel")
+        big = tmp_path / "stream.bin"
+        big.write_bytes(os.urandom(40 * 10**6))
+        share = await kernel.share_file(big)
+        row = transfer_row(ada, "stream.bin")
+        await row.get_by_role("button", name="Accept stream.bin").click()
+        await expect(row.get_by_text("saved to disk")).to_be_visible(timeout=120_000)
+        assert list((await share.wait(timeout=TIMEOUT)).values()) == ["done"]
+        on_disk = await ada.evaluate(
+            """async () => {
+                const root = await navigator.storage.getDirectory();
+                const file = await (await root.getFileHandle("stream.bin")).getFile();
+                const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+                const hex = (b) => b.toString(16).padStart(2, "0");
+                return [file.size, [...new Uint8Array(digest)].map(hex).join("")];
+            }"""
+        )
+        assert on_disk == [big.stat().st_size, hashlib.sha256(big.read_bytes()).hexdigest()]
+        assert downloads == []
+    finally:
+        await kernel.disconnect()

@@ -16,7 +16,7 @@ import {
 } from "./codec.js";
 import { PeerLink, OPEN_STATES } from "./peer.js";
 import { RoomKey, RoomSecretError } from "./roomkey.js";
-import { HIGH_WATER, TransferState, offerRefusal } from "./transfer.js";
+import { ACK_EVERY, HIGH_WATER, TransferState, offerRefusal } from "./transfer.js";
 
 export const MAX_HISTORY = 2000;
 const READ_BLOCK = 4 * 1024 * 1024;
@@ -437,10 +437,20 @@ export class P2PClient extends EventTarget {
     this.emitEvent("offer", { transfer: t });
   }
 
-  accept(id) {
+  /** Accept an offer. With `sink` (a FileSystemWritableFileStream: the user
+   * chose where to save), chunks are written to disk as they arrive and
+   * acknowledged once written, so memory holds at most the sender's window;
+   * without it they are kept in Blobs and handed over as a download at the end. */
+  accept(id, sink = null) {
     const t = this.transfers.get(id);
-    if (t === undefined || !t.accept()) return;
+    if (t === undefined || !t.accept()) {
+      sink?.abort().catch(() => {});
+      return;
+    }
     t.hash = sha256.create();
+    t.sink = sink;
+    t.written = 0;
+    t.writing = Promise.resolve();
     t.parts = [];
     t.partBytes = 0;
     t.blobs = [];
@@ -465,6 +475,8 @@ export class P2PClient extends EventTarget {
   fail(t, state, reason, notify) {
     if (!t.finish(state, reason)) return;
     if (notify) this.sendControl(t, "file-cancel", { reason });
+    t.sink?.abort().catch(() => {}); // nothing half-written keeps the chosen name
+    t.sink = null;
     t.parts = t.blobs = t.hash = null;
     t.wake?.();
     this.emitEvent("transfer", { transfer: t });
@@ -492,11 +504,29 @@ export class P2PClient extends EventTarget {
     }
     if (outcome !== "take") return;
     t.hash.update(chunk.payload);
-    t.parts.push(chunk.payload);
-    t.partBytes += chunk.payload.byteLength;
-    if (t.partBytes >= BLOB_EVERY) this.flushParts(t);
-    if (t.ackDue()) this.sendControl(t, "file-ack", { offset: t.acknowledged() });
+    if (t.sink) {
+      this.writeToDisk(t, chunk.payload);
+    } else {
+      t.parts.push(chunk.payload);
+      t.partBytes += chunk.payload.byteLength;
+      if (t.partBytes >= BLOB_EVERY) this.flushParts(t);
+      if (t.ackDue()) this.sendControl(t, "file-ack", { offset: t.acknowledged() });
+    }
     this.progress(t);
+  }
+
+  /** Writes go one after another; a file-ack says what is on disk (docs/protocol.md, section 4). */
+  writeToDisk(t, data) {
+    const sink = t.sink;
+    t.writing = t.writing.then(async () => {
+      if (t.finished || t.sink !== sink) return;
+      await sink.write(data);
+      t.written += data.byteLength;
+      if (t.written - t.acked >= ACK_EVERY || t.written === t.size) {
+        t.acked = t.written;
+        this.sendControl(t, "file-ack", { offset: t.written });
+      }
+    }).catch((exc) => this.fail(t, "failed", `cannot write: ${exc.message}`, true));
   }
 
   /** Received bytes go into a Blob every few MiB: the browser keeps blob data
@@ -545,7 +575,7 @@ export class P2PClient extends EventTarget {
         this.emitEvent("transfer", { transfer: t });
       }
     } else if (msg.type === "file-complete" && t.state === "receiving") {
-      this.completeIncoming(t);
+      this.completeIncoming(t).catch((exc) => this.fail(t, "failed", exc.message, true));
     }
   }
 
@@ -587,14 +617,32 @@ export class P2PClient extends EventTarget {
     }
   }
 
-  completeIncoming(t) {
+  async completeIncoming(t) {
     if (t.bytes !== t.size) {
       this.fail(t, "failed", `file-complete after ${t.bytes} of ${t.size} bytes`, true);
       return;
     }
+    if (t.completing) return; // a repeated file-complete after a resume
+    t.completing = true;
     const digest = bytesToHex(t.hash.digest());
     if (digest !== t.sha256) {
       this.fail(t, "failed", "SHA-256 mismatch", true);
+      return;
+    }
+    if (t.sink) {
+      await t.writing;
+      if (t.finished) return;
+      try {
+        await t.sink.close(); // only now does the file get its name on disk
+      } catch (exc) {
+        this.fail(t, "failed", `cannot write: ${exc.message}`, true);
+        return;
+      }
+      t.sink = null;
+      t.finish("done");
+      this.sendControl(t, "file-done", { offset: t.size });
+      this.emitEvent("transfer", { transfer: t });
+      this.emitEvent("received", { transfer: t, blob: null });
       return;
     }
     this.flushParts(t);

@@ -233,14 +233,36 @@ function renderTransfer(t) {
   row.actions.replaceChildren();
   if (t.direction === "in" && t.state === "offered") {
     row.actions.append(
-      el("button", { type: "button", text: "Accept", "aria-label": `Accept ${t.name}`, onclick: () => client.accept(t.id) }),
+      el("button", { type: "button", text: "Accept", "aria-label": `Accept ${t.name}`, onclick: () => acceptOffer(t) }),
       el("button", { type: "button", text: "Decline", "aria-label": `Decline ${t.name}`, onclick: () => client.decline(t.id) }));
   } else if (!t.finished) {
     row.actions.append(el("button", { type: "button", text: "Cancel", "aria-label": `Cancel ${t.name}`, onclick: () => client.cancel(t.id) }));
   }
 }
 
+/** Files of at least this size go straight to disk where the browser can
+ * (File System Access API: the user picks the place when accepting). */
+const STREAM_TO_DISK_BYTES = 64 * 1024 * 1024;
+
+async function acceptOffer(t) {
+  let sink = null;
+  if (t.size >= (window.p2pStreamToDiskBytes ?? STREAM_TO_DISK_BYTES) && "showSaveFilePicker" in window) {
+    try {
+      const handle = await window.showSaveFilePicker({ suggestedName: safeFileName(t.name) });
+      sink = await handle.createWritable();
+    } catch (exc) {
+      if (exc.name === "AbortError") return; // no place chosen: the offer stays open
+      showError(`cannot save ${t.name} straight to disk (${exc.message}): it is downloaded at the end instead`);
+    }
+  }
+  client.accept(t.id, sink);
+}
+
 function save(t, blob) {
+  if (blob === null) {
+    transferRow(t).actions.replaceChildren(el("span", { text: "saved to disk" }));
+    return;
+  }
   const url = URL.createObjectURL(blob);
   const name = safeFileName(t.name);
   const link = el("a", { href: url, download: name, text: `Save ${name} again` });
