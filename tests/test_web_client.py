@@ -817,3 +817,43 @@ async def test_a_big_file_is_streamed_to_disk_where_the_browser_can(
         assert downloads == []
     finally:
         await kernel.disconnect()
+
+
+@pytest.mark.anyio
+async def test_a_wrong_token_or_a_revoked_invite_is_explained(
+    server: RunningServer, users: Users
+) -> None:
+    """Without a token in the address the page asks for it; a wrong one is
+    refused with a reason and can be typed again. A revoked invite is
+    checked when the page opens (GET p2p/invite) and says why."""
+    kernel = await kernel_peer(server, "kernel", secret=SECRET)
+    try:
+        ada = await users.open(server.url)
+        token = ada.get_by_label("Access token (if the server asks for one)")
+        await token.fill("not-the-token")
+        await join_fails(ada, "ada")
+        await expect(ada.locator("#errors")).to_contain_text("refused the connection")
+        await expect(ada.locator("#errors")).to_contain_text("unauthorized")
+        await token.fill(server.token)
+        await join(ada, "ada", room=None, secret=SECRET)
+        await wait_connected(ada, "kernel")
+
+        link = await kernel.create_invite(ttl=600)
+        await kernel.revoke_invite(link)
+        guest = await users.open(link)
+        await expect(guest.locator("#errors")).to_contain_text(
+            "This invite cannot be used: invite revoked"
+        )
+        await expect(guest.get_by_role("button", name="Join")).to_be_disabled()
+    finally:
+        await kernel.disconnect()
+
+
+async def join_fails(page: Page, name: str, room: str = ROOM) -> None:
+    """Fill the form and press Join, expecting a refusal (the form stays)."""
+    await page.get_by_label("Your name").fill(name)
+    await page.get_by_label("Room", exact=True).fill(room)
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.locator("#errors li")).not_to_have_count(0)
+    await expect(page.get_by_role("button", name="Join")).to_be_enabled()
+    await expect(page.get_by_role("button", name="Leave")).to_be_hidden()

@@ -68,10 +68,38 @@ function setupForm() {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     join().catch((exc) => {
-      showError(exc.message);
+      if (exc.code === "unauthorized") {
+        showError(`The server refused the connection (${exc.message}). `
+          + (given.invite ? "The invite may be expired or revoked." : "Check the access token, or log in."));
+        if (!given.invite) {
+          given.token = null;
+          $("token-row").hidden = false;
+        }
+      } else {
+        showError(exc.message);
+      }
       $("join").disabled = false;
     });
   });
+  if (given.invite) checkInvite();
+}
+
+/** Ask the server whether the invite is still good, so a guest learns why
+ * before joining (docs/protocol.md, section 7, "Checking it"). */
+async function checkInvite() {
+  let reply;
+  try {
+    const response = await fetch(`${config.base}p2p/invite`, {
+      headers: { Authorization: `token ${given.invite}` },
+      cache: "no-store",
+    });
+    reply = await response.json();
+  } catch {
+    return; // the join itself will say what is wrong
+  }
+  if (reply?.ok === true) return;
+  $("join").disabled = true;
+  showError(`This invite cannot be used: ${String(reply?.reason ?? "refused")}. Ask for a new one.`);
 }
 
 async function join() {
