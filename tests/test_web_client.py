@@ -23,6 +23,7 @@ from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from p2p_nb.app import P2PApp
 from p2p_nb.errors import P2PTimeoutError
+from p2p_nb.links import MeshSettings, ReconnectPolicy
 from p2p_nb.web import STATIC_DIR, VENDOR_DIR, vendored_files
 
 from .browser import TIMEOUT, new_user, save_screenshot
@@ -857,3 +858,64 @@ async def join_fails(page: Page, name: str, room: str = ROOM) -> None:
     await expect(page.locator("#errors li")).not_to_have_count(0)
     await expect(page.get_by_role("button", name="Join")).to_be_enabled()
     await expect(page.get_by_role("button", name="Leave")).to_be_hidden()
+
+
+@pytest.mark.anyio
+async def test_a_link_to_a_browser_moves_to_the_signaling_relay(
+    server: RunningServer, users: Users, tmp_path: Path
+) -> None:
+    """No direct path any more (the link is cut and the offerer asks for the
+    relay, as it does after failed attempts): the browser agrees on a sealed
+    session through the signaling server; chat and a file still go both
+    ways, and both ends show the link relayed."""
+    slow = MeshSettings(reconnect=ReconnectPolicy(base_delay=3600.0, max_delay=3600.0))
+    ada = await users.open(f"{server.url}?token={server.token}")
+    kernel = None
+    try:
+        await join(ada, "ada", room="relayroom")
+        ada_id = await ada.evaluate("window.p2pClient().peerId")
+        # the kernel must be the offerer (the smaller id): join until it is
+        for _ in range(50):
+            kernel = await P2PApp.connect(
+                server.url,
+                server.token,
+                thread=False,
+                mesh_settings=slow,
+                download_dir=tmp_path / "kernel-downloads",
+            )
+            await kernel.join_room("relayroom", name="kernel")
+            if (kernel.peer_id or "") < ada_id:
+                break
+            await kernel.disconnect()
+            kernel = None
+        assert kernel is not None, "no smaller peer id in 50 joins"
+        await wait_connected(ada, "kernel")
+        await wait_mesh([kernel], 1)
+        assert next(iter(kernel.peers)) == ada_id
+        link = kernel._require_mesh().links[ada_id]
+        states = kernel.events("peer_state")
+        await link.cut()
+        seen: list[str] = []
+        while "reconnecting" not in seen:
+            seen.append((await states.get(timeout=TIMEOUT)).data["new"])
+        link.signals.put_nowait({"type": "_relay"})
+        while "relayed" not in seen:
+            seen.append((await states.get(timeout=TIMEOUT)).data["new"])
+        await expect(peer_row(ada, "kernel").locator(".peer-state")).to_have_text("relayed")
+        await expect(peer_row(ada, "kernel").locator(".peer-code")).to_have_text("")
+        inbox = kernel.events("message")
+        await send_chat(ada, "through the relay")
+        assert (await inbox.get(timeout=TIMEOUT)).data.text == "through the relay"
+        await kernel.send_message("relayed back")
+        await expect(chat_line(ada, "kernel", "relayed back")).to_be_visible()
+        offers = kernel.events("file_offer")
+        received = kernel.events("file_received")
+        src = tmp_path / "relayed.bin"
+        src.write_bytes(os.urandom(500_000))
+        await pick_files(ada, "Files to share", src)
+        await (await offers.get(timeout=TIMEOUT)).data.accept()
+        got = (await received.get(timeout=60)).data
+        assert got.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+    finally:
+        if kernel is not None:
+            await kernel.disconnect()

@@ -7,6 +7,7 @@ import * as codec from "/p2p/web/js/codec.js";
 import * as safety from "/p2p/web/js/safety.js";
 import * as roomkey from "/p2p/web/js/roomkey.js";
 import * as transfer from "/p2p/web/js/transfer.js";
+import * as relay from "/p2p/web/js/relay.js";
 
 const tests = [];
 const test = (name, fn) => tests.push([name, fn]);
@@ -218,6 +219,28 @@ test("transfer: offer limits and safe names", () => {
   eq(transfer.safeFileName("a\\b\u202e<x>.txt"), "bx.txt");
   eq(transfer.safeFileName("CON.txt"), "_CON.txt");
   eq(transfer.safeFileName("..."), "file");
+});
+
+// --- relay keys ---------------------------------------------------------------------
+
+test("relay: the vector of docs/protocol.md (X25519, HKDF, the first sealed frame)", async () => {
+  const range = (from) => Uint8Array.from({ length: 32 }, (_, i) => from + i);
+  const offerer = await relay.KeyPair.generate(range(0));
+  const answerer = await relay.KeyPair.generate(range(32));
+  eq([offerer.publicB64, answerer.publicB64],
+    ["j0DFrbaPJWJK5bIU6nZ6bslNgp09e14a0bpvPiE4KF8=", "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ="]);
+  const opts = { session: "0".repeat(32), via: "rrrr" };
+  const a = await relay.RelaySeal.agree(offerer, answerer.publicB64, { ...opts, localId: "aaaa", peerId: "bbbb" });
+  const b = await relay.RelaySeal.agree(answerer, offerer.publicB64, { ...opts, localId: "bbbb", peerId: "aaaa" });
+  eq(codec.bytesToHex(a.sendKeyBytes), "b21394103797dcfd3dd81258cce0b18e4fe39f3d34a401de3db4c20fd7785bdf");
+  eq(codec.bytesToHex(a.recvKeyBytes), "f9db5277b84bc6c2b8debe306345344351d49ee77829f53d55500c4e02dc3ddd");
+  const frame = await a.seal('{"v":1,"type":"ping","id":"x","ts":0}');
+  eq(codec.bytesToHex(frame), "000000000000000061dfe462c2346ab8d26fe142759498e1a13d19d110460b090efc241529065730ebb600a3ab6ba998c3b4d11ff52fb74b56aaac941227");
+  eq(await b.open(frame), '{"v":1,"type":"ping","id":"x","ts":0}');
+  await rejects(b.open(frame), relay.RelayAuthError, "replay");
+  const bin = await a.seal(new Uint8Array([1, 2, 3]));
+  bin[bin.length - 1] ^= 1;
+  await rejects(b.open(bin), relay.RelayAuthError, "tampered");
 });
 
 // ------------------------------------------------------------------------------------

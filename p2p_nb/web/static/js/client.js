@@ -97,7 +97,7 @@ export class P2PClient extends EventTarget {
     socket.on("peer_updated", (p) => this.hold(() => this.onPeerUpdated(p)));
     socket.on("peer_left", (p) => this.hold(() => this.onPeerLeft(p)));
     socket.on("signal", (s) => this.hold(() => this.onSignal(s)));
-    socket.on("relay", () => this.log("a relayed frame arrived: this browser relays nothing"));
+    socket.on("relay", (r) => this.hold(() => this.relayedIn(null, r?.from, r?.data)));
     socket.on("error", (e) => this.reportError(null, new SignalingError(e?.code, `${e?.event}: ${e?.message}`)));
     socket.on("probe", (_data, ack) => ack?.({ ok: true }));
     socket.on("resume_attempt", () => this.reportError(null, new Error("someone with your credentials tried to take your place in the room")));
@@ -158,6 +158,7 @@ export class P2PClient extends EventTarget {
       this.room = reply.room;
       this.name = this.roomKey ? name : reply.name;
       this.resume = { peer_id: reply.peer_id, secret: reply.resume_secret };
+      this.serverRelays = reply.relay === true;
       this.iceServers = (reply.ice_servers ?? []).map((s) => ({
         urls: s.urls, username: s.username, credential: s.credential,
       }));
@@ -272,7 +273,32 @@ export class P2PClient extends EventTarget {
     await this.sendSignal(to, out);
   }
 
+  /** Where to relay our link to `peerId`: the smallest id among peers offering
+   * `relay` with a direct link to us and (by their report) to it; else null
+   * (the signaling server) if it relays; else undefined (nowhere). */
+  relayRoute(peerId) {
+    const candidates = [...this.links.values()].filter((r) => r.peerId !== peerId
+      && r.capabilities?.services?.includes("relay") && r.state === "connected"
+      && r.transport === "direct" && r.report?.[peerId] === "connected").map((r) => r.peerId);
+    if (candidates.length) return candidates.sort()[0];
+    return this.serverRelays ? null : undefined;
+  }
+
+  /** A sealed frame `via` relayed for `sender` (via null: the signaling server). */
+  relayedIn(via, sender, data) {
+    const link = this.links.get(sender);
+    if (typeof sender !== "string" || link === undefined || link.state === "closed"
+        || sender === via || sender === this.peerId) {
+      this.log(`frame relayed by ${via ?? "the signaling server"} for ${sender} dropped`);
+      return;
+    }
+    link.relayedIn(via, data);
+  }
+
   linkChanged(link, old) {
+    if (old === "connected" && link.state !== "connected") {
+      for (const other of this.links.values()) other.relayLost(link.peerId);
+    }
     if (OPEN_STATES.has(link.state) && !OPEN_STATES.has(old)) this.resumeTransfers(link);
     if (link.state === "lost") {
       for (const t of this.transfers.values()) {

@@ -145,8 +145,19 @@ export function decode(text) {
     }
     case "relay-open":
       return { type };
-    case "relay-frame":
-      return { type, to: obj.to ?? null, from: obj.from ?? null };
+    case "relay-frame": {
+      const to = "to" in obj ? str(obj, "to", MAX_ID_CHARS) : null;
+      const from = "from" in obj ? str(obj, "from", MAX_ID_CHARS) : null;
+      if ((to === null) === (from === null)) {
+        throw new ProtocolError("a relay-frame has exactly one of the fields 'to' and 'from'");
+      }
+      if (obj.binary !== true) throw new ProtocolError("a relayed frame is sealed: binary must be true");
+      const data = base64ToBytes(str(obj, "data", 2 * MAX_CONTROL_BYTES + 1024));
+      if (data.length < 1 || data.length > MAX_FRAME_BYTES + 64) {
+        throw new ProtocolError(`a relayed binary frame is 1 to ${MAX_FRAME_BYTES + 64} bytes`);
+      }
+      return { type, to, from, data };
+    }
     case "safety-reveal":
       return { type, nonce: str(obj, "nonce", 64) };
     default:

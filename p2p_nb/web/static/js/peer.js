@@ -9,6 +9,7 @@ import {
 import { SafetyCodeError, SafetyState, sdpFingerprint } from "./safety.js";
 import { AUTHENTICATED_SIGNALS, RoomSecretError } from "./roomkey.js";
 import { LOW_WATER } from "./transfer.js";
+import { KeyPair, RelayChannel, checkRelayData, newSessionId, validSessionId } from "./relay.js";
 
 export const OPEN_STATES = new Set(["connected", "relayed"]);
 export const POLICY = {
@@ -18,6 +19,7 @@ export const POLICY = {
   maxDelay: 8000,
   pongTimeout: 10000,
   gatherTimeout: 5000,
+  relayAfter: 2, // failed direct attempts before the offerer asks for a relay
 };
 const MAX_OUTBOX = 1000;
 const MAX_UNACKED = 10000;
@@ -66,6 +68,8 @@ export class PeerLink {
     this.rtt = null;
     this.lastHeard = null;
     this.safety = new SafetyState();
+    this.relayPending = null;
+    this.report = {}; // the peer's own links, from its latest mesh-report
     this.attemptId = null;
     this.outbox = [];
     this.unacked = [];
@@ -83,7 +87,17 @@ export class PeerLink {
   }
 
   get safetyCode() {
-    return this.channel !== null ? this.safety.code : null;
+    return this.transport === "direct" ? this.safety.code : null;
+  }
+
+  get transport() {
+    if (this.channel instanceof RelayChannel) return "relay";
+    return this.channel !== null ? "direct" : "none";
+  }
+
+  /** The peer relaying this link (null: direct, or the signaling server). */
+  get relayVia() {
+    return this.channel instanceof RelayChannel ? this.channel.via : null;
   }
 
   // ------------------------------------------------------------------ state
@@ -133,7 +147,8 @@ export class PeerLink {
     this.setState("reconnecting", why);
     const generation = this.generation;
     if (this.initiator) {
-      this.later(() => this.enqueue({ type: "_reconnect" }), delay(this.attempts));
+      const relay = this.attempts >= POLICY.relayAfter && this.client.relayRoute(this.peerId) !== undefined;
+      this.later(() => this.enqueue({ type: relay ? "_relay" : "_reconnect" }), delay(this.attempts));
     } else {
       this.client.sendSignal(this.peerId, { type: "invite" }).catch(() => {});
       const wait = () => {
@@ -164,6 +179,8 @@ export class PeerLink {
     const channel = this.channel;
     this.channel = null;
     this.ready = false;
+    this.relayPending?.close();
+    this.relayPending = null;
     if (channel !== null) {
       channel.onopen = channel.onclose = channel.onmessage = channel.onbufferedamountlow = null;
       try {
@@ -223,7 +240,7 @@ export class PeerLink {
 
   async onOpen(gen) {
     if (gen !== this.generation || this.channel === null) return;
-    if (this.initiator) {
+    if (this.initiator && this.transport === "direct") {
       const [nonce, replaced] = await this.safety.reveal();
       if (gen !== this.generation || this.channel === null) return;
       if (nonce !== null) {
@@ -239,7 +256,7 @@ export class PeerLink {
     this.outbox = [];
     for (const frame of frames) this.channel.send(frame);
     this.attempts = 0;
-    this.setState("connected");
+    this.setState(this.transport === "direct" ? "connected" : "relayed");
     // a first ping at once: the round-trip time shows without waiting for the timer
     this.channel.send(encode("ping", { id: randomHex(8), ts: Date.now() / 1000 }));
   }
@@ -300,11 +317,111 @@ export class PeerLink {
       await this.onAnswer(signal);
     } else if (kind === "candidate") {
       if (this.pc !== null) await this.addCandidate(signal.candidate);
-    } else if (kind === "relay" || kind === "relay-accept") {
-      // This client offers no relay sessions: the offerer's watchdog tries directly again.
-      this.client.log(`${this.name} asked for a relay session; this browser only connects directly`);
+    } else if (kind === "_relay") {
+      if (this.state === "reconnecting") await this.startRelay();
+    } else if (kind === "relay") {
+      await this.acceptRelay(signal);
+    } else if (kind === "relay-accept") {
+      await this.relayAccepted(signal);
     } else {
       throw new ProtocolError(`unexpected signal ${JSON.stringify(kind)} from ${this.name}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- relay
+  /** Offerer: no direct path; ask the peer, in signaling, to relay through a
+   * peer offering the service, else through the signaling server. */
+  async startRelay() {
+    const via = this.client.relayRoute(this.peerId);
+    if (via === undefined) {
+      await this.offer();
+      return;
+    }
+    this.closePc();
+    this.generation += 1;
+    const relay = new RelayChannel(this, via, await KeyPair.generate());
+    relay.session = newSessionId();
+    this.relayPending = relay;
+    this.client.log(`link to ${this.name}: trying the relay through ${via ?? "the signaling server"}`);
+    this.watch(this.generation);
+    await this.client.sendDescription(this.peerId, {
+      type: "relay", via: via ?? "", session: relay.session, key: relay.keys.publicB64,
+    });
+  }
+
+  /** Answerer: the offerer asks to relay; agree on the keys, answer, switch. */
+  async acceptRelay(signal) {
+    const via = typeof signal.via === "string" && signal.via ? signal.via : null;
+    if (this.initiator) throw new ProtocolError(`${this.name} asked us to relay, but we are the offerer`);
+    if (typeof signal.via !== "string" || !validSessionId(signal.session)) {
+      throw new ProtocolError(`malformed relay signal from ${this.name}`);
+    }
+    if (via === null && !this.client.serverRelays) {
+      throw new ProtocolError(`${this.name} asked for the signaling relay: it is off`);
+    }
+    if (via !== null) {
+      const relay = this.client.links.get(via);
+      if (via === this.peerId || via === this.client.peerId || relay === undefined
+          || relay.state !== "connected" || relay.transport !== "direct") {
+        throw new ProtocolError(`${this.name} asked to relay through ${via}: no direct link to it`);
+      }
+    }
+    const keys = await KeyPair.generate();
+    const channel = new RelayChannel(this, via, keys);
+    await channel.agree(signal.key, signal.session, this.client.roomKey?.relaySalt ?? null);
+    this.closePc();
+    this.generation += 1;
+    this.channel = channel;
+    this.watch(this.generation);
+    await this.client.sendDescription(this.peerId, {
+      type: "relay-accept", session: signal.session, key: keys.publicB64,
+    });
+    channel.send(encode("relay-open"));
+    await this.onOpen(this.generation);
+  }
+
+  async relayAccepted(signal) {
+    const pending = this.relayPending;
+    if (!this.initiator || pending === null || signal.session !== pending.session) {
+      this.client.log(`relay-accept from ${this.name} for no pending session: ignored`);
+      return;
+    }
+    await pending.agree(signal.key, pending.session, this.client.roomKey?.relaySalt ?? null);
+  }
+
+  /** A sealed frame relayed by `via` (null: the signaling server). */
+  relayedIn(via, data) {
+    let frame;
+    try {
+      frame = checkRelayData(data);
+    } catch (exc) {
+      this.client.reportError(this.peerId, exc);
+      return;
+    }
+    for (const relay of [this.channel, this.relayPending]) {
+      if (relay instanceof RelayChannel && relay.via === via) {
+        relay.receive(frame);
+        return;
+      }
+    }
+    this.client.log(`frame from ${this.name} relayed by ${via ?? "the signaling server"} without a session: dropped`);
+  }
+
+  relayConfirmed() {
+    const relay = this.relayPending;
+    this.relayPending = null;
+    if (relay === null) return;
+    this.channel = relay;
+    this.onOpen(this.generation);
+  }
+
+  /** The peer relaying this link is gone: fail it (the retry picks another route). */
+  relayLost(via) {
+    for (const relay of [this.channel, this.relayPending]) {
+      if (relay instanceof RelayChannel && relay.via === via) {
+        this.attemptFailed(this.generation, `relay peer ${via} is gone`);
+        return;
+      }
     }
   }
 
@@ -379,7 +496,9 @@ export class PeerLink {
   }
 
   // ----------------------------------------------------------- receiving
-  onMessage(data) {
+  /** A frame from the peer: `route` null on our data channel, "" through the
+   * signaling relay, else the id of the peer that relayed it. */
+  onMessage(data, route = null) {
     this.lastHeard = performance.now();
     if (data instanceof ArrayBuffer) {
       this.client.onBinary(this, data);
@@ -393,11 +512,11 @@ export class PeerLink {
         this.client.reportError(this.peerId, exc);
         continue;
       }
-      this.onControl(msg);
+      this.onControl(msg, route);
     }
   }
 
-  onControl(msg) {
+  onControl(msg, route = null) {
     switch (msg.type) {
       case "ping":
         this.send(encode("pong", { id: msg.id, ts: msg.ts }));
@@ -413,17 +532,25 @@ export class PeerLink {
         this.unacked = this.unacked.filter(([seq]) => seq > msg.seq);
         return;
       case "mesh-report":
+        this.report = msg.links;
         if (msg.request) this.send(encode("mesh-report", { links: this.client.meshReport(), request: false }));
         return;
       case "safety-reveal":
-        if (this.initiator) return;
+        if (this.initiator || route !== null) return; // only on the direct channel
         this.safety.onReveal(msg.nonce).then(
           (replaced) => this.codeSettled(replaced),
           (exc) => this.client.reportError(this.peerId, exc));
         return;
-      case "relay-open":
+      case "relay-open": {
+        // only ever opened from a sealed session, so it is the peer's
+        const pending = this.relayPending;
+        if (route !== null && pending !== null && pending.via === (route || null)) this.relayConfirmed();
+        return;
+      }
       case "relay-frame":
-        this.client.log(`${msg.type} from ${this.name} dropped: this browser relays nothing`);
+        if (route !== null || this.transport !== "direct") return;
+        if (msg.from !== null) this.client.relayedIn(this.peerId, msg.from, msg.data);
+        else this.client.log(`relay-frame from ${this.name} for ${msg.to} dropped: this browser relays for nobody`);
         return;
       default:
         break;
