@@ -72,6 +72,12 @@ CHROMIUM_ARGS = (
     "--disable-renderer-backgrounding",
     "--mute-audio",
     "--hide-scrollbars",
+    # WebRTC inside the loopback-only namespace (FIELD-NOTES, "Browsers as
+    # peers"): plain loopback host candidates instead of mDNS names, and
+    # loopback candidates at all. Only the web client's tests open peer
+    # connections; real users on a LAN need neither.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--allow-loopback-in-peer-connection",
 )
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT = 30.0

@@ -18,9 +18,12 @@ from ..server.core import SignalingService
 from ..server.keyfile import load_or_create_resume_key
 from ..server.limits import ServerLimits
 from ..turn import TurnServer
+from ..web import STATIC_DIR
 from .handlers import (
     HealthHandler,
     InviteHandler,
+    JoinPageHandler,
+    WebStaticHandler,
     cancel_pings,
     jupyter_user,
     socket_handler_class,
@@ -131,6 +134,12 @@ class P2PExtensionApp(ExtensionApp):
                 (url_path_join("p2p", "socket.io/"), socket_handler_class(self.service)),
                 (url_path_join("p2p", "health"), HealthHandler, {"service": self.service}),
                 (url_path_join("p2p", "invite"), InviteHandler, {"service": self.service}),
+                (url_path_join("p2p", "join"), JoinPageHandler),
+                (
+                    url_path_join("p2p", "web", "(.*)"),
+                    WebStaticHandler,
+                    {"path": str(STATIC_DIR)},
+                ),
             ]
         )
 

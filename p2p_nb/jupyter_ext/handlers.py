@@ -23,6 +23,7 @@ from tornado import web
 from ..server.auth import Authority, AuthRefused, Credentials, Identity
 from ..server.core import SignalingService
 from ..server.invites import check_invite, is_invite
+from ..web import render_page
 
 AUTH_RESOURCE = "p2p"
 """The resource name a custom Jupyter ``Authorizer`` sees for every p2p route."""
@@ -94,7 +95,7 @@ def socket_handler_class(service: SignalingService) -> type[JupyterHandler]:
         async def prepare(self, *args: Any, **kwargs: Any) -> None:
             """Authenticate (no login redirect) and authorize before any method runs:
             a valid invite token, or else a Jupyter user the authorizer allows."""
-            token = invite_token(self)
+            token = invite_token(self, query=True)
             if token is not None:
                 try:
                     self.invite_identity = service.invites.check(token).identity()
@@ -118,11 +119,23 @@ def socket_handler_class(service: SignalingService) -> type[JupyterHandler]:
     return SignalingSocketHandler
 
 
-def invite_token(handler: web.RequestHandler) -> str | None:
-    """The invite token in ``Authorization: token inv1...``, if that is what it holds."""
+def invite_token(handler: web.RequestHandler, *, query: bool = False) -> str | None:
+    """The invite token in ``Authorization: token inv1...``, if that is what it
+    holds; with ``query``, else in ``?invite_token=inv1...`` (a name Jupyter
+    scrubs from its logs, as it does every parameter containing ``token``).
+
+    The query form exists for browsers, which cannot set a header on a
+    WebSocket; only the p2p socket and the invite check read it, so it opens
+    nothing else (Jupyter's own handlers never look at ``invite_token``)."""
     scheme, _, value = handler.request.headers.get("Authorization", "").partition(" ")
     value = value.strip()
-    return value if scheme.lower() in ("token", "bearer") and is_invite(value) else None
+    if scheme.lower() in ("token", "bearer") and is_invite(value):
+        return value
+    if query:
+        given = handler.get_query_argument("invite_token", "").strip()
+        if is_invite(given):
+            return given
+    return None
 
 
 class InviteHandler(web.RequestHandler):
@@ -135,11 +148,34 @@ class InviteHandler(web.RequestHandler):
         self.service = service
 
     def get(self) -> None:
-        status, body = check_invite(self.service.invites, invite_token(self))
+        status, body = check_invite(self.service.invites, invite_token(self, query=True))
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(body))
+
+
+class JoinPageHandler(web.RequestHandler):
+    """``GET {base_url}p2p/join``: the browser peer's page (p2p_nb.web).
+
+    Not a Jupyter handler: an invite holder, whom Jupyter does not know, opens
+    it too. It is the same static page for everyone and carries no secret;
+    the credentials (Jupyter's, or the invite) are checked by the socket."""
+
+    def get(self) -> None:
+        base_url = self.settings.get("base_url", "/")
+        page, headers = render_page(base_url, "jupyter")
+        for key, value in headers.items():
+            self.set_header(key, value)
+        self.finish(page)
+
+
+class WebStaticHandler(web.StaticFileHandler):
+    """The page's scripts and styles (``{base_url}p2p/web/``), open like the page."""
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-cache")
 
 
 class HealthHandler(APIHandler):

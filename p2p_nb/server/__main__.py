@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import sys
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -141,6 +142,15 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{port}/"
     print(f"p2p-nb signaling server listening on {url}", flush=True)
+    # As Jupyter does: the web client's address with the token. The page takes
+    # the token out of the address bar and its history at once, and this
+    # server's access log redacts query values.
+    page = args.public_url or url
+    page = page if page.endswith("/") else page + "/"
+    print(
+        f"    in a browser: {page}?token={quote(token)}" if token else f"    in a browser: {page}",
+        flush=True,
+    )
     if token:
         print(f"    connect with: P2PApp.connect(url={url!r}, token={token!r})", flush=True)
         # Not a ?token= URL: query strings end up in proxies' and browsers' logs.

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..turn import TurnServer
+from ..web import JOIN_PATH, STATIC_DIR, STATIC_PATH, render_page
 from .auth import Authority, Credentials, Identity
 from .core import Authenticate, SignalingService
 from .invites import InviteBook, check_invite
@@ -151,6 +152,19 @@ def create_app(
         status, body = check_invite(service.invites, credentials_from_request(environ, None).token)
         return web.json_response(body, status=status)
 
+    async def join_page(request: web.Request) -> web.Response:
+        page, headers = render_page("/", "standalone")
+        return web.Response(
+            text=page,
+            headers={k: v for k, v in headers.items() if k != "Content-Type"},
+            content_type="text/html",
+        )
+
     app.router.add_get(HEALTH_PATH, health)
     app.router.add_get(INVITE_PATH, invite)
+    # The browser peer (p2p_nb.web): at the root, where `p2p-nb-signal` points
+    # people, and at the path invite links name; its files below /p2p/web/.
+    app.router.add_get("/", join_page)
+    app.router.add_get("/" + JOIN_PATH, join_page)
+    app.router.add_static("/" + STATIC_PATH, STATIC_DIR, show_index=False, follow_symlinks=False)
     return app, service

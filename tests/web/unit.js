@@ -1,0 +1,257 @@
+// Unit tests of the web client's modules without the DOM or the network,
+// run in Chromium by tests/test_web_client.py. Results go to window.results
+// ([{name, ok, error}]); window.done becomes true when all have run.
+// The vectors are docs/protocol.md's (and so p2p_nb's own tests').
+
+import * as codec from "/p2p/web/js/codec.js";
+import * as safety from "/p2p/web/js/safety.js";
+import * as roomkey from "/p2p/web/js/roomkey.js";
+import * as transfer from "/p2p/web/js/transfer.js";
+import * as relay from "/p2p/web/js/relay.js";
+
+const tests = [];
+const test = (name, fn) => tests.push([name, fn]);
+
+function eq(actual, expected, what = "") {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${what} expected ${e}, got ${a}`);
+}
+
+function throws(fn, Kind, what = "") {
+  try {
+    fn();
+  } catch (exc) {
+    if (exc instanceof Kind) return exc;
+    throw new Error(`${what}: threw ${exc} instead of ${Kind.name}`);
+  }
+  throw new Error(`${what}: did not throw`);
+}
+
+async function rejects(promise, Kind, what = "") {
+  try {
+    await promise;
+  } catch (exc) {
+    if (exc instanceof Kind) return;
+    throw new Error(`${what}: rejected with ${exc} instead of ${Kind.name}`);
+  }
+  throw new Error(`${what}: did not reject`);
+}
+
+// --- codec ------------------------------------------------------------------------
+
+test("codec: chat round trip, as Python encodes it", () => {
+  const wire = codec.encode("chat", { id: "m1", seq: 3, ts: 1.5, text: "héllo <b>", to: null });
+  eq(wire, '{"v":1,"type":"chat","id":"m1","seq":3,"ts":1.5,"text":"héllo <b>","to":null}');
+  eq(codec.decode(wire), { type: "chat", seq: 3, ts: 1.5, id: "m1", text: "héllo <b>", to: null });
+});
+
+test("codec: invalid messages are ProtocolErrors", () => {
+  const bad = [
+    "not json", "[]", '{"v":2,"type":"chat"}', '{"v":1}',
+    '{"v":1,"type":"chat","id":"m","seq":-1,"ts":0,"text":""}',
+    '{"v":1,"type":"chat","id":"m","seq":1,"ts":"x","text":""}',
+    '{"v":1,"type":"chat","id":"","seq":1,"ts":0,"text":""}',
+    `{"v":1,"type":"chat","id":"m","seq":1,"ts":0,"text":"${"x".repeat(16385)}"}`,
+    '{"v":1,"type":"file-offer","id":"ABC","name":"a","size":1,"sha256":"00"}',
+    `{"v":1,"type":"file-offer","id":"${"a".repeat(32)}","name":"a","size":-1,"sha256":"${"0".repeat(64)}"}`,
+    `{"v":1,"type":"file-offer","id":"${"a".repeat(32)}","name":"a","size":1,"sha256":"${"0".repeat(64)}","kind":"exe"}`,
+    `{"v":1,"type":"file-accept","id":"${"a".repeat(32)}","offset":1.5}`,
+    `{"v":1,"type":"file-cancel","id":"${"a".repeat(32)}","reason":"${"r".repeat(1001)}"}`,
+    '{"v":1,"type":"mesh-report","links":{"p":"weird"}}',
+    `{"v":1,"type":"x","pad":"${"y".repeat(70000)}"}`,
+  ];
+  for (const text of bad) throws(() => codec.decode(text), codec.ProtocolError, text.slice(0, 60));
+});
+
+test("codec: unknown types are delivered, with their seq", () => {
+  eq(codec.decode('{"v":1,"type":"app-thing","seq":4,"x":1}'),
+    { type: "app-thing", unknown: true, seq: 4, payload: { v: 1, type: "app-thing", seq: 4, x: 1 } });
+});
+
+test("codec: offers keep DataFrame meta; defaults filled", () => {
+  const id = "0123456789abcdef0123456789abcdef";
+  const msg = codec.decode(codec.encode("file-offer", {
+    id, name: "df.parquet", size: 10, sha256: "a".repeat(64), kind: "dataframe",
+    meta: { shape: [2, 1], columns: ["x"], dtypes: { x: "int64" }, format: "parquet" },
+  }));
+  eq([msg.kind, msg.meta.shape, msg.resume], ["dataframe", [2, 1], false]);
+  eq(codec.decode(`{"v":1,"type":"file-done","id":"${id}"}`), { type: "file-done", id, offset: 0, reason: "" });
+});
+
+test("codec: batches split on newlines", () => {
+  eq(codec.splitBatch('{"a":1}\n{"b":2}'), ['{"a":1}', '{"b":2}']);
+  eq(codec.splitBatch('{"a":1}'), ['{"a":1}']);
+});
+
+test("codec: chunk frames match Python's struct >B16sQ", () => {
+  const id = "00112233445566778899aabbccddeeff";
+  const frame = codec.encodeChunk(id, 2 ** 40 + 5, new Uint8Array([7, 8, 9]));
+  eq(codec.bytesToHex(frame), `01${id}0000010000000005070809`);
+  const back = codec.decodeChunk(frame.buffer);
+  eq([back.id, back.offset, [...back.payload]], [id, 2 ** 40 + 5, [7, 8, 9]]);
+  throws(() => codec.decodeChunk(new Uint8Array(10)), codec.ProtocolError, "short");
+  throws(() => codec.decodeChunk(new Uint8Array(65537)), codec.ProtocolError, "long");
+  const wrongType = codec.encodeChunk(id, 0, new Uint8Array(1));
+  wrongType[0] = 2;
+  throws(() => codec.decodeChunk(wrongType), codec.ProtocolError, "type");
+  eq(codec.CHUNK_SIZE, 65511);
+});
+
+test("codec: capabilities get their defaults; junk gives the defaults", () => {
+  eq(codec.normaliseCapabilities({ services: ["messaging", "relay"], rev: 3 }).services, ["messaging", "relay"]);
+  eq(codec.normaliseCapabilities("junk"), codec.DEFAULT_CAPABILITIES);
+});
+
+// --- safety code ------------------------------------------------------------------
+
+test("safety: the vector of docs/protocol.md", async () => {
+  const nO = "11".repeat(32);
+  const nA = "22".repeat(32);
+  const fpO = `sha-256 ${Array(32).fill("aa").join(":")}`;
+  const fpA = `sha-256 ${Array(32).fill("bb").join(":")}`;
+  eq(await safety.commitment(nO), "dcbb6aa945c1132e19be019efc283a6567fc3a21015fd299860004053f452914");
+  const digest = await safety.codeDigest(fpO, fpA, nO, nA);
+  eq(safety.codeOf(digest), "493 766");
+  eq(await safety.pinOf(digest), "5ce67e0ff8cf4a9608d906d077a3b02380f7c54639bfc4c506b4570ce8c5856e");
+});
+
+test("safety: offerer and answerer states agree; a wrong reveal is refused", async () => {
+  const fpO = "sha-256 aa:aa";
+  const fpA = "sha-256 bb:bb";
+  const offerer = new safety.SafetyState();
+  const answerer = new safety.SafetyState();
+  const offer = await offerer.offerFields();
+  const answer = await answerer.answerFields(offer, fpA, fpO);
+  offerer.onAnswer(answer, fpO, fpA);
+  const [nonce] = await offerer.reveal();
+  await answerer.onReveal(nonce);
+  eq(answerer.code, offerer.code);
+  if (!/^\d{3} \d{3}$/.test(offerer.code)) throw new Error(`bad code ${offerer.code}`);
+  const other = new safety.SafetyState();
+  await other.answerFields(await new safety.SafetyState().offerFields(), fpA, fpO);
+  await rejects(other.onReveal("33".repeat(32)), safety.SafetyCodeError, "mismatch");
+});
+
+// --- room key -----------------------------------------------------------------------
+
+const SDP = "v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:sha-256 AA:BB\r\n";
+
+test("room key: the vectors of docs/protocol.md (scrypt, HKDF, authenticator)", async () => {
+  const key = await roomkey.RoomKey.derive("team", "correct horse battery staple");
+  eq(codec.bytesToHex(key.authKeyBytes), "871f64707dd29384896bc25876c6071e4510b549cac8dae448872332416a40cc");
+  eq(codec.bytesToHex(key.relaySalt), "f44b766b1900bc060bc9915c8711fc53f34d9a9f2ce76459e38f66533726437d");
+  const offer = { type: "offer", sdp: SDP, attempt: "0".repeat(16), commit: "11".repeat(32) };
+  eq(await key.authenticate("aaaa", "bbbb", offer),
+    "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda");
+  const odd = { ...offer, sdp: SDP.replace("Uf", "Üf"), attempt: 'é"/\u0001\u2028' };
+  eq(await key.authenticate("aaaa", "bbbb", odd),
+    "970e38c56e0b407ee5ca488503ffabf470ab518f6a5619c9871b15769398f844");
+  await key.check("aaaa", "bbbb", { ...offer, auth: "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda" });
+  await rejects(key.check("aaaa", "bbbb", { ...offer, auth: "00".repeat(32) }), roomkey.RoomSecretError, "wrong");
+  await rejects(key.check("aaaa", "bbbb", offer), roomkey.RoomSecretError, "missing");
+  await rejects(key.check("aaaa", "bbbb", { ...offer, attempt: "\ud800", auth: "00" }), roomkey.RoomSecretError, "surrogate");
+  // sealed profiles open for the peer id they were sealed for, and only for it
+  const sealed = await key.sealProfile("aaaa", "Ada", { rev: 1 });
+  eq(await key.openProfile("aaaa", sealed), ["Ada", { rev: 1 }]);
+  await rejects(key.openProfile("bbbb", sealed), roomkey.RoomSecretError, "moved");
+  eq(await key.openProfile("aaaa", { role: "basic" }), null);
+});
+
+test("room key: secrets of 8 to 1024 characters", async () => {
+  await rejects(roomkey.RoomKey.derive("team", "short"), roomkey.RoomSecretError, "short");
+  throws(() => roomkey.checkSecret("x".repeat(1025)), roomkey.RoomSecretError, "long");
+  roomkey.checkSecret("🔑".repeat(8)); // characters, not UTF-16 units
+});
+
+test("room key: SDP identity as Python's splitlines and strip", () => {
+  eq(roomkey.sdpIdentity("a=fingerprint:sha-256 AA\na=ice-ufrag: u \r\na=ice-ufrag:second\ra=ice-pwd:p\r\na=fingerprint: SHA-256 BB "),
+    { fingerprints: ["sha-256 aa", "sha-256 bb"], iceUfrag: "u", icePwd: "p" });
+});
+
+// --- transfer state -------------------------------------------------------------------
+
+test("transfer: the window grows with the round trip, within bounds", () => {
+  eq(transfer.windowFor(null), 256 * 1024);
+  eq(transfer.windowFor(0.05), 3200000);
+  eq(transfer.windowFor(10), 8 * 1024 * 1024);
+});
+
+test("transfer: a receiver takes chunks in order, ignores repeats, refuses gaps", () => {
+  const t = new transfer.TransferState({ id: "a".repeat(32), direction: "in", peerId: "p", name: "f", size: 200000 });
+  throws(() => t.onChunk(0, 10), codec.ProtocolError, "before accept");
+  t.accept(0);
+  eq(t.onChunk(0, 65511, 1), "take");
+  eq(t.ackDue(), false); // every 64 KiB, as the Python receiver
+  eq(t.onChunk(0, 65511, 2), "ignore");
+  throws(() => t.onChunk(70000, 10), codec.ProtocolError, "gap");
+  eq(t.onChunk(65511, 65511, 3), "take");
+  eq(t.ackDue(), true);
+  eq(t.acknowledged(), 131022);
+  eq(t.onChunk(131022, 68978, 4), "take");
+  eq([t.ackDue(), t.bytes, t.fraction()], [true, 200000, 1]);
+  throws(() => t.onChunk(200000, 1), codec.ProtocolError, "overflow");
+});
+
+test("transfer: a sender stops at the window and resumes from the accepted offset", () => {
+  const t = new transfer.TransferState({ id: "b".repeat(32), direction: "out", peerId: "p", name: "f", size: 10 ** 7 });
+  t.onAccept(0, 0);
+  t.sent(300 * 1024, 1);
+  eq(t.windowOpen(null), false);
+  t.onAck(100 * 1024);
+  eq(t.windowOpen(null), true);
+  throws(() => t.onAck(10 ** 8), codec.ProtocolError, "ack beyond size");
+  t.onAccept(5000, 2);
+  eq([t.bytes, t.acked, t.state], [5000, 5000, "sending"]);
+  eq(t.finish("done"), true);
+  eq(t.finish("cancelled"), false);
+});
+
+test("transfer: offer limits and safe names", () => {
+  const pending = Array.from({ length: 16 }, (_, i) => {
+    const t = new transfer.TransferState({ id: String(i), direction: "in", peerId: "p", name: "f", size: 1 });
+    return t;
+  });
+  eq(transfer.offerRefusal(pending, "q", 1), null);
+  if (!transfer.offerRefusal(pending, "p", 1).startsWith("too many pending offers from you")) throw new Error("per-peer cap");
+  if (!transfer.offerRefusal([], "p", 17 * 2 ** 30).startsWith("larger than")) throw new Error("size cap");
+  eq(transfer.safeFileName("../../etc/passwd"), "passwd");
+  eq(transfer.safeFileName("a\\b\u202e<x>.txt"), "bx.txt");
+  eq(transfer.safeFileName("CON.txt"), "_CON.txt");
+  eq(transfer.safeFileName("..."), "file");
+});
+
+// --- relay keys ---------------------------------------------------------------------
+
+test("relay: the vector of docs/protocol.md (X25519, HKDF, the first sealed frame)", async () => {
+  const range = (from) => Uint8Array.from({ length: 32 }, (_, i) => from + i);
+  const offerer = await relay.KeyPair.generate(range(0));
+  const answerer = await relay.KeyPair.generate(range(32));
+  eq([offerer.publicB64, answerer.publicB64],
+    ["j0DFrbaPJWJK5bIU6nZ6bslNgp09e14a0bpvPiE4KF8=", "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ="]);
+  const opts = { session: "0".repeat(32), via: "rrrr" };
+  const a = await relay.RelaySeal.agree(offerer, answerer.publicB64, { ...opts, localId: "aaaa", peerId: "bbbb" });
+  const b = await relay.RelaySeal.agree(answerer, offerer.publicB64, { ...opts, localId: "bbbb", peerId: "aaaa" });
+  eq(codec.bytesToHex(a.sendKeyBytes), "b21394103797dcfd3dd81258cce0b18e4fe39f3d34a401de3db4c20fd7785bdf");
+  eq(codec.bytesToHex(a.recvKeyBytes), "f9db5277b84bc6c2b8debe306345344351d49ee77829f53d55500c4e02dc3ddd");
+  const frame = await a.seal('{"v":1,"type":"ping","id":"x","ts":0}');
+  eq(codec.bytesToHex(frame), "000000000000000061dfe462c2346ab8d26fe142759498e1a13d19d110460b090efc241529065730ebb600a3ab6ba998c3b4d11ff52fb74b56aaac941227");
+  eq(await b.open(frame), '{"v":1,"type":"ping","id":"x","ts":0}');
+  await rejects(b.open(frame), relay.RelayAuthError, "replay");
+  const bin = await a.seal(new Uint8Array([1, 2, 3]));
+  bin[bin.length - 1] ^= 1;
+  await rejects(b.open(bin), relay.RelayAuthError, "tampered");
+});
+
+// ------------------------------------------------------------------------------------
+
+window.results = [];
+for (const [name, fn] of tests) {
+  try {
+    await fn();
+    window.results.push({ name, ok: true });
+  } catch (exc) {
+    window.results.push({ name, ok: false, error: String(exc?.stack ?? exc) });
+  }
+}
+window.done = true;
