@@ -17,7 +17,7 @@ import contextlib
 import datetime
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiortc.rtcdtlstransport import RTCCertificate
 
@@ -158,6 +158,34 @@ class StableCertificate:
         setattr(pc, attr, [self.current()])
 
 
+_Hook = TypeVar("_Hook", "TailLossProbe", "LossTolerantWindow")
+
+
+def _install_once(cls: type[_Hook], pc: RTCPeerConnection, attr: str, without: str) -> _Hook | None:
+    """``cls``'s hooks on ``pc``'s SCTP association, made once and kept in
+    ``attr``; ``None`` (and one warning per class and process, saying what is
+    lost ``without`` them) if aiortc's internals moved."""
+    sctp = getattr(pc, "sctp", None)
+    if sctp is None:
+        return None
+    existing = getattr(sctp, attr, None)
+    if isinstance(existing, cls):
+        return existing
+    missing = [name for name in cls._NEEDS if not hasattr(sctp, name)]
+    if missing:
+        if not cls._warned:
+            cls._warned = True
+            log.warning(
+                "aiortc's SCTP lacks %s: %s; p2p_nb/ice.py must follow this aiortc",
+                ", ".join(missing),
+                without,
+            )
+        return None
+    hooks = cls(sctp)
+    setattr(sctp, attr, hooks)
+    return hooks
+
+
 class TailLossProbe:
     """Recover a lost last packet in about two round trips instead of aiortc's
     one-second minimum retransmission timeout.
@@ -239,25 +267,12 @@ class TailLossProbe:
     def install(cls, pc: RTCPeerConnection) -> TailLossProbe | None:
         """The probe of ``pc``'s SCTP association (made once); ``None`` (and one
         warning per process) if aiortc's internals moved."""
-        sctp = getattr(pc, "sctp", None)
-        if sctp is None:
-            return None
-        existing = getattr(sctp, "_p2p_nb_tail_loss_probe", None)
-        if isinstance(existing, TailLossProbe):
-            return existing
-        missing = cls.missing(sctp)
-        if missing:
-            if not cls._warned:
-                cls._warned = True
-                log.warning(
-                    "aiortc's SCTP lacks %s: no tail-loss probe (a lost last packet "
-                    "waits for the 1 s timer); p2p_nb/ice.py must follow this aiortc",
-                    ", ".join(missing),
-                )
-            return None
-        probe = cls(sctp)
-        sctp._p2p_nb_tail_loss_probe = probe
-        return probe
+        return _install_once(
+            cls,
+            pc,
+            "_p2p_nb_tail_loss_probe",
+            "no tail-loss probe (a lost last packet waits for the 1 s timer)",
+        )
 
     def _disarm(self) -> None:
         if self._handle is not None:
@@ -400,25 +415,7 @@ class LossTolerantWindow:
     def install(cls, pc: RTCPeerConnection) -> LossTolerantWindow | None:
         """The loss response of ``pc``'s SCTP association (made once); ``None``
         (and one warning per process) if aiortc's internals moved."""
-        sctp = getattr(pc, "sctp", None)
-        if sctp is None:
-            return None
-        existing = getattr(sctp, "_p2p_nb_loss_window", None)
-        if isinstance(existing, LossTolerantWindow):
-            return existing
-        missing = [name for name in cls._NEEDS if not hasattr(sctp, name)]
-        if missing:
-            if not cls._warned:
-                cls._warned = True
-                log.warning(
-                    "aiortc's SCTP lacks %s: every loss halves the window (Reno); "
-                    "p2p_nb/ice.py must follow this aiortc",
-                    ", ".join(missing),
-                )
-            return None
-        window = cls(sctp)
-        sctp._p2p_nb_loss_window = window
-        return window
+        return _install_once(cls, pc, "_p2p_nb_loss_window", "every loss halves the window (Reno)")
 
     def estimate(self) -> int:
         """The path's capacity in bytes, ``bandwidth * rtt_min`` (0: unknown)."""

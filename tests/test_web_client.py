@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -41,10 +42,16 @@ async def server() -> AsyncIterator[RunningServer]:
     await running.stop()
 
 
-async def kernel_peer(server: RunningServer, name: str, room: str = ROOM, **join: object) -> P2PApp:
+async def kernel_peer(
+    server: RunningServer, name: str, room: str = ROOM, *, secret: str | None = None, **connect: Any
+) -> P2PApp:
     """A Python peer, as a notebook's kernel runs it (on this test's loop)."""
-    app = await P2PApp.connect(server.url, server.token, thread=False)
-    await app.join_room(room, name=name, **join)  # type: ignore[arg-type]
+    app = await P2PApp.connect(server.url, server.token, thread=False, **connect)
+    try:
+        await app.join_room(room, name=name, secret=secret)
+    except BaseException:
+        await app.disconnect()
+        raise
     return app
 
 
@@ -368,11 +375,8 @@ async def test_files_both_ways_a_50_mb_file_to_the_kernel_and_a_dataframe_back(
     """A 50 MB file from a browser (picked with the file input) arrives in the
     kernel with its SHA-256; a DataFrame from the kernel arrives in the
     browser as its Parquet file, through a download, after Accept."""
-    kernel = await P2PApp.connect(
-        server.url, server.token, thread=False, download_dir=tmp_path / "kernel-downloads"
-    )
+    kernel = await kernel_peer(server, "kernel", download_dir=tmp_path / "kernel-downloads")
     try:
-        await kernel.join_room(ROOM, name="kernel")
         offers = kernel.events("file_offer")
         received = kernel.events("file_received")
         ada = await users.open(f"{server.url}?token={server.token}")
@@ -421,11 +425,8 @@ async def test_a_browser_declines_and_cancels(
     server: RunningServer, users: Users, tmp_path: Path
 ) -> None:
     """Decline on an offer reaches the sender; Cancel during a transfer ends it on both sides."""
-    kernel = await P2PApp.connect(
-        server.url, server.token, thread=False, download_dir=tmp_path / "kernel-downloads"
-    )
+    kernel = await kernel_peer(server, "kernel", download_dir=tmp_path / "kernel-downloads")
     try:
-        await kernel.join_room(ROOM, name="kernel")
         ada = await users.open(f"{server.url}?token={server.token}")
         await join(ada, "ada")
         await wait_connected(ada, "kernel")
@@ -683,11 +684,8 @@ async def test_transfers_with_a_browser_resume_across_a_cut_link(
     """A link cut in the middle of a transfer, either way: both ends keep the
     transfer, the sender offers it again as a resume when the link is back,
     and it finishes from where it was, SHA-256 intact."""
-    kernel = await P2PApp.connect(
-        server.url, server.token, thread=False, download_dir=tmp_path / "kernel-downloads"
-    )
+    kernel = await kernel_peer(server, "kernel", download_dir=tmp_path / "kernel-downloads")
     try:
-        await kernel.join_room(ROOM, name="kernel")
         offers = kernel.events("file_offer")
         received = kernel.events("file_received")
         interrupted = kernel.events("transfer_interrupted")
@@ -787,9 +785,8 @@ async def test_a_big_file_is_streamed_to_disk_where_the_browser_can(
     """With the File System Access API, a big incoming file is written to the
     place the user picked as it arrives (acknowledged once written) and gets
     its name only after its SHA-256 matched: no download, no copy in memory."""
-    kernel = await P2PApp.connect(server.url, server.token, thread=False)
+    kernel = await kernel_peer(server, "kernel")
     try:
-        await kernel.join_room(ROOM, name="kernel")
         context = await web_user(users.browser)
         users.contexts.append(context)
         await context.add_init_script(OPFS_PICKER)
