@@ -521,6 +521,11 @@ def _send(host: str, port: int, nbytes: int) -> None:
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+SLACK = 0.001
+"""Packets due within this many seconds go out together, on one timer: at
+100 Mbit/s a timer per packet (every ~0.1 ms) made the forwarder the largest
+CPU load on a 2-core machine, taking it from the peers it measures. Real links
+batch too (interrupt coalescing); 1 ms is below every delay measured here."""
 
 
 class Direction:
@@ -584,7 +589,7 @@ class Direction:
         self.timer = None
         now = self.loop.time()
         line = self.line
-        while line and line[0][0] <= now + 0.0002:
+        while line and line[0][0] <= now + SLACK:
             self.write(heapq.heappop(line)[2])
         if line:
             self.timer_at = line[0][0]

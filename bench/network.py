@@ -618,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--file-mb", type=int, help="file size at the matrix points")
     parser.add_argument("--no-link", action="store_true", help="skip the 100 Mbit/s link point")
+    parser.add_argument("--link-only", action="store_true", help="only the 100 Mbit/s link point")
     parser.add_argument("--link-files-mb", type=int, nargs="+", help="file sizes at the link point")
     parser.add_argument("--mesh-peers", type=int, help="full-mesh size at the link point")
     parser.add_argument(
@@ -647,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.udp_rcvbuf = args.udp_rcvbuf
     cfg.compare_sctp = args.compare_sctp
     cfg.tcp_congestion = args.tcp_cc
+    if args.link_only:
+        cfg.rtts_ms, cfg.losses = [], []
     if args.no_link:
         cfg.link = False
         cfg.mesh_peers = 2
