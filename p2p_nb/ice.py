@@ -15,11 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
+import inspect
 import logging
+import operator
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiortc.rtcdtlstransport import RTCCertificate
+from aiortc.rtcsctptransport import USERDATA_MAX_LENGTH
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -158,7 +164,22 @@ class StableCertificate:
         setattr(pc, attr, [self.current()])
 
 
-_Hook = TypeVar("_Hook", "TailLossProbe", "LossTolerantWindow")
+class _SctpHook:
+    """What every hook into aiortc's SCTP association has: the internals it needs."""
+
+    _NEEDS: tuple[str, ...] = ()
+    _warned = False
+
+    def __init__(self, sctp: Any) -> None:
+        self._sctp = sctp
+
+    @classmethod
+    def missing(cls, sctp: Any) -> list[str]:
+        """The internals this aiortc lacks (empty: the hook can be installed)."""
+        return [name for name in cls._NEEDS if not hasattr(sctp, name)]
+
+
+_Hook = TypeVar("_Hook", bound=_SctpHook)
 
 
 def _install_once(cls: type[_Hook], pc: RTCPeerConnection, attr: str, without: str) -> _Hook | None:
@@ -171,7 +192,7 @@ def _install_once(cls: type[_Hook], pc: RTCPeerConnection, attr: str, without: s
     existing = getattr(sctp, attr, None)
     if isinstance(existing, cls):
         return existing
-    missing = [name for name in cls._NEEDS if not hasattr(sctp, name)]
+    missing = cls.missing(sctp)
     if missing:
         if not cls._warned:
             cls._warned = True
@@ -186,7 +207,7 @@ def _install_once(cls: type[_Hook], pc: RTCPeerConnection, attr: str, without: s
     return hooks
 
 
-class TailLossProbe:
+class TailLossProbe(_SctpHook):
     """Recover a lost last packet in about two round trips instead of aiortc's
     one-second minimum retransmission timeout.
 
@@ -223,10 +244,9 @@ class TailLossProbe:
         "_loop",
         "_last_sacked_tsn",
     )
-    _warned = False
 
     def __init__(self, sctp: Any) -> None:
-        self._sctp = sctp
+        super().__init__(sctp)
         self._handle: asyncio.TimerHandle | None = None
         self._streak = 0
         self._acked_at: int | None = None
@@ -257,11 +277,6 @@ class TailLossProbe:
 
         sctp._t3_start, sctp._t3_restart = _start, _restart
         sctp._t3_cancel, sctp._t3_expired = _cancel, _expired
-
-    @classmethod
-    def missing(cls, sctp: Any) -> list[str]:
-        """The internals this aiortc lacks (empty: the probe can be installed)."""
-        return [name for name in cls._NEEDS if not hasattr(sctp, name)]
 
     @classmethod
     def install(cls, pc: RTCPeerConnection) -> TailLossProbe | None:
@@ -305,6 +320,7 @@ class TailLossProbe:
         self._streak += 1
         self.probes += 1
         chunk._retransmit = True
+        QuickTransmit.marked_on(sctp)
         sctp._flight_size_decrease(chunk)
         task = asyncio.ensure_future(sctp._transmit())
         self._tasks.add(task)
@@ -321,7 +337,7 @@ def _tsn_at_most(tsn: int, limit: int) -> bool:
     return (limit - tsn) % 2**32 < 2**31
 
 
-class LossTolerantWindow:
+class LossTolerantWindow(_SctpHook):
     """Keep SCTP's congestion window where the path's measured capacity puts
     it after a random loss, instead of halving it (TCP Westwood+).
 
@@ -358,10 +374,9 @@ class LossTolerantWindow:
         "_srtt",
         "_loop",
     )
-    _warned = False
 
     def __init__(self, sctp: Any) -> None:
-        self._sctp = sctp
+        super().__init__(sctp)
         self.rtt_min: float | None = None
         """Smallest round trip seen (seconds): the path without a queue."""
         self.bandwidth = 0.0
@@ -452,3 +467,205 @@ class LossTolerantWindow:
         if kept > halved:
             self.holds += 1
             sctp._cwnd = sctp._ssthresh = kept
+
+
+_MARKED = operator.attrgetter("_retransmit")
+
+
+class QuickTransmit(_SctpHook):
+    """Skip aiortc's walk through everything in flight on each transmit when
+    no chunk waits to be sent again.
+
+    aiortc's ``_transmit`` runs on every acknowledgement and every send, and
+    first walks the whole sent queue for chunks marked for retransmission:
+    with 1 MB in flight, ~900 chunks per acknowledgement. py-spy put that
+    walk at ~19 % of a file sender's CPU on loopback (``python -m
+    bench.profile --file-mb 200``), more with a round trip's larger window;
+    the sender's CPU is what limits p2p-nb on a fast link. Chunks are marked
+    in three places only: a SACK that reports gaps (a chunk missed three
+    times), the T3 timer's expiry, and :class:`TailLossProbe`. After each,
+    :attr:`marked` is set and the next transmit is aiortc's own, after which
+    it says whether a chunk is still marked. Otherwise only the second half
+    of aiortc's ``_transmit`` runs (new chunks, within the congestion window),
+    which is all aiortc's would do then. That half is a copy, so it is
+    installed only over the ``_transmit`` whose source it was copied from
+    (:attr:`SOURCE_SHA256`); any other aiortc keeps its own, with a warning,
+    and ``tests/test_tail_loss_probe.py`` fails."""
+
+    SOURCE_SHA256 = "aa8941d5f8f020e8b4e438e02084533dd78399da498638a013025252e5fe8115"
+    """SHA-256 of aiortc 1.16.0's ``RTCSctpTransport._transmit`` source."""
+    _NEEDS = (
+        "_transmit",
+        "_receive_sack_chunk",
+        "_t3_expired",
+        "_t3_start",
+        "_t3_handle",
+        "_send_chunk",
+        "_sent_queue",
+        "_outbound_queue",
+        "_flight_size",
+        "_flight_size_increase",
+        "_cwnd",
+        "_fast_recovery_exit",
+        "_forward_tsn_chunk",
+    )
+
+    def __init__(self, sctp: Any) -> None:
+        super().__init__(sctp)
+        self.marked = True
+        """A chunk may be marked for retransmission: aiortc's ``_transmit`` runs."""
+        self.quick = 0
+        """Transmits that skipped the walk."""
+        self.full = 0
+        """Transmits left to aiortc's own (a chunk was, or may have been, marked)."""
+        transmit, receive_sack = sctp._transmit, sctp._receive_sack_chunk
+        expired = sctp._t3_expired
+
+        async def _transmit() -> None:
+            if self.marked or sctp._forward_tsn_chunk is not None:
+                self.full += 1
+                try:
+                    await transmit()
+                finally:
+                    self.marked = any(map(_MARKED, sctp._sent_queue))
+                return
+            self.quick += 1
+            await self._send_new()
+
+        async def _receive_sack_chunk(chunk: Any) -> None:
+            if chunk.gaps:  # three misses mark a chunk
+                self.marked = True
+            await receive_sack(chunk)
+
+        def _t3_expired() -> None:
+            self.marked = True  # it marks everything in flight
+            expired()
+
+        sctp._transmit, sctp._receive_sack_chunk = _transmit, _receive_sack_chunk
+        sctp._t3_expired = _t3_expired
+
+    @classmethod
+    def source_sha256(cls, sctp: Any) -> str:
+        """SHA-256 of the source of ``sctp``'s class's ``_transmit``."""
+        try:
+            source = inspect.getsource(type(sctp)._transmit)
+        except (AttributeError, OSError, TypeError):
+            return ""
+        return hashlib.sha256(source.encode()).hexdigest()
+
+    @classmethod
+    def missing(cls, sctp: Any) -> list[str]:
+        """What this aiortc lacks for the quick path (empty: it can be installed)."""
+        missing = super().missing(sctp)
+        if not missing and cls.source_sha256(sctp) != cls.SOURCE_SHA256:
+            missing.append("the _transmit QuickTransmit was copied from")
+        return missing
+
+    @classmethod
+    def install(cls, pc: RTCPeerConnection) -> QuickTransmit | None:
+        """The quick path of ``pc``'s SCTP association (made once); ``None``
+        (and one warning per process) if aiortc's internals moved."""
+        return _install_once(
+            cls, pc, "_p2p_nb_quick_transmit", "every transmit walks the data in flight"
+        )
+
+    @staticmethod
+    def marked_on(sctp: Any) -> None:
+        """Note that a chunk of ``sctp`` was just marked for retransmission."""
+        quick = getattr(sctp, "_p2p_nb_quick_transmit", None)
+        if isinstance(quick, QuickTransmit):
+            quick.marked = True
+
+    async def _send_new(self) -> None:
+        """The second half of aiortc 1.16.0's ``_transmit``, unchanged."""
+        sctp = self._sctp
+        if sctp._fast_recovery_exit is not None:
+            burst_size = 2 * USERDATA_MAX_LENGTH
+        else:
+            burst_size = 4 * USERDATA_MAX_LENGTH
+        cwnd = min(sctp._flight_size + burst_size, sctp._cwnd)
+        while sctp._outbound_queue and sctp._flight_size < cwnd:
+            chunk = sctp._outbound_queue.popleft()
+            sctp._sent_queue.append(chunk)
+            sctp._flight_size_increase(chunk)
+            chunk._sent_count += 1
+            chunk._sent_time = time.time()
+            await sctp._send_chunk(chunk)
+            if not sctp._t3_handle:
+                sctp._t3_start()
+
+
+class DelayedSack(_SctpHook):
+    """Acknowledge every second packet of data, not every one.
+
+    aiortc's SCTP sends a SACK for every packet that carries data: on a file
+    transfer half the packets on the path are acknowledgements, each one
+    built, encrypted and sent by the receiver (py-spy: ~22 % of a receiving
+    kernel's CPU) and decrypted and processed by the sender. RFC 9260
+    (section 6.2) asks for a SACK for at least every second packet, and
+    within 200 ms of the first unacknowledged one. So a SACK goes out at once
+    on the second packet, or when the packet reveals a gap or a duplicate
+    (fast retransmit depends on those), and otherwise at most :attr:`DELAY`
+    later: a lone packet (a chat message) is acknowledged 2 ms later, far
+    below the sender's tail-loss probe (at least 20 ms) and T3 timer (1 s).
+    (Sending the SACK once the packets already read were handled was tried
+    first: the receiver drains its queue between most packets, so that
+    saved nothing.) The sender's slow start grows by one packet per SACK,
+    so it is slower from a link's first transfer on (1.5 times instead of twice per
+    round trip), as with any peer that delays its acknowledgements."""
+
+    EVERY = 2
+    DELAY = 0.002
+    """At most this long (seconds) between a packet and its SACK."""
+    _NEEDS = ("_send_sack", "_sack_needed", "_sack_misordered", "_sack_duplicates", "_loop")
+
+    def __init__(self, sctp: Any) -> None:
+        super().__init__(sctp)
+        self._owed = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.packets = 0
+        """Packets received that asked for a SACK."""
+        self.sacks = 0
+        """SACKs sent."""
+        self.deferred = 0
+        """Packets whose SACK waited for the next packet or the timer."""
+        send_sack = sctp._send_sack
+
+        async def _send_sack() -> None:
+            self.packets += 1
+            self._owed += 1
+            if self._owed >= self.EVERY or sctp._sack_misordered or sctp._sack_duplicates:
+                await self._send_now(send_sack)
+                return
+            self.deferred += 1
+            # One timer at a time, not cancelled by a SACK sent meanwhile: it
+            # may fire early for a later packet (harmless), never late.
+            if self._timer is None:
+                self._timer = sctp._loop.call_later(self.DELAY, self._expired, send_sack)
+
+        sctp._send_sack = _send_sack
+
+    @classmethod
+    def install(cls, pc: RTCPeerConnection) -> DelayedSack | None:
+        """The SACK policy of ``pc``'s SCTP association (made once); ``None``
+        (and one warning per process) if aiortc's internals moved."""
+        return _install_once(cls, pc, "_p2p_nb_delayed_sack", "a SACK for every packet")
+
+    async def _send_now(self, send_sack: Callable[[], Awaitable[None]]) -> None:
+        self._owed = 0
+        self.sacks += 1
+        await send_sack()
+
+    def _expired(self, send_sack: Callable[[], Awaitable[None]]) -> None:
+        self._timer = None
+        if not (self._owed and self._sctp._sack_needed):
+            return
+        task = asyncio.ensure_future(self._send_now(send_sack))
+        self._tasks.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("delayed SACK: send failed: %r", task.exception())

@@ -45,11 +45,19 @@ class Invite:
         return format_invite(self.server_url, self.room, self.token, self.secret)
 
 
-def format_invite(server_url: str, room: str, token: str, secret: str | None) -> str:
-    """The invite link for a server's base URL (``http://host:8888/base/``)."""
+def check_server_url(server_url: str) -> str:
+    """``server_url`` if an invite can name it (http or https, with a host);
+    :class:`InviteError` otherwise. Servers check their ``public_url`` with it
+    when they start, so a typo fails there rather than at the first invite."""
     parts = urlsplit(server_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InviteError(f"an invite needs an http(s) server URL, not {server_url!r}")
+    return server_url
+
+
+def format_invite(server_url: str, room: str, token: str, secret: str | None) -> str:
+    """The invite link for a server's base URL (``http://host:8888/base/``)."""
+    parts = urlsplit(check_server_url(server_url))
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
     query = urlencode({"room": room, "invite": token})
     fragment = quote(secret, safe="") if secret else ""

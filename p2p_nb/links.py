@@ -58,6 +58,14 @@ class MeshSettings:
     """After a loss, keep SCTP's congestion window at the path's measured
     capacity instead of halving it (Westwood+; :class:`~p2p_nb.ice.LossTolerantWindow`):
     random loss (Wi-Fi) no longer caps throughput; off only to measure it."""
+    quick_transmit: bool = True
+    """Skip SCTP's walk through all data in flight on every transmit when
+    nothing waits for retransmission (:class:`~p2p_nb.ice.QuickTransmit`): the
+    same packets for less CPU; off only to measure it."""
+    delayed_sack: bool = True
+    """Acknowledge every second packet of data instead of every one, as SCTP's
+    RFC allows (:class:`~p2p_nb.ice.DelayedSack`): half the acknowledgements
+    to build, send and process; off only to measure it."""
 
 
 @dataclass

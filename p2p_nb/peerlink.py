@@ -31,7 +31,9 @@ from aiortc.sdp import candidate_from_sdp
 from . import protocol
 from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
 from .ice import (
+    DelayedSack,
     LossTolerantWindow,
+    QuickTransmit,
     TailLossProbe,
     close_peer_connection,
     enlarge_socket_buffers,
@@ -293,6 +295,10 @@ class PeerLink:
                 TailLossProbe.install(self.pc)
             if self.mesh.settings.loss_tolerant_window:
                 LossTolerantWindow.install(self.pc)
+            if self.mesh.settings.quick_transmit:
+                QuickTransmit.install(self.pc)
+            if self.mesh.settings.delayed_sack:
+                DelayedSack.install(self.pc)
         if self.initiator and self.transport == "direct":
             nonce, replaced = self.safety.reveal()
             if nonce is not None:

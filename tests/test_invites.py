@@ -274,6 +274,32 @@ async def test_the_standalone_server_names_its_public_url_in_invites(
         await stop_process(server.process)
 
 
+@pytest.mark.parametrize("bad", ["p2p.example.org/base/", "ftp://p2p.example.org/", "https://"])
+def test_a_malformed_public_url_stops_every_server_at_start(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in ``public_url`` fails where it is configured (the service, the
+    standalone's ``--public-url``, the extension's trait), naming the value,
+    rather than at the first invite."""
+    from traitlets import TraitError
+
+    from p2p_nb.jupyter_ext.app import P2PExtensionApp
+    from p2p_nb.server.__main__ import main as signal_main
+    from p2p_nb.server.standalone import create_app
+
+    with pytest.raises(InviteError, match="http\\(s\\) server URL"):
+        create_app("tok", public_url=bad)
+    with pytest.raises(SystemExit) as exited:
+        signal_main(["--port", "0", "--public-url", bad])
+    assert exited.value.code == 2
+    assert f"--public-url: an invite needs an http(s) server URL, not {bad!r}" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(TraitError, match="public_url"):
+        P2PExtensionApp(public_url=bad)
+    assert P2PExtensionApp(public_url="https://ok.example.org/").public_url
+
+
 async def test_an_invite_without_a_room_secret_warns_that_the_operator_stays_trusted(
     signal_server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,11 +16,18 @@ from typing import Any
 import pytest
 
 from p2p_nb.app import P2PApp
-from p2p_nb.ice import LossTolerantWindow, TailLossProbe, _ice_connection
+from p2p_nb.ice import (
+    DelayedSack,
+    LossTolerantWindow,
+    QuickTransmit,
+    TailLossProbe,
+    _ice_connection,
+)
 from p2p_nb.links import MeshSettings
 
 from .conftest import MakePeer
 from .test_mesh import wait_mesh
+from .test_server_security import until
 from .test_transfer import make_file, sha
 
 pytestmark = pytest.mark.anyio
@@ -157,3 +164,89 @@ async def test_the_window_is_not_touched_when_turned_off(make_peer: MakePeer) ->
     sctp = sctp_of(ana, ben)
     assert not hasattr(sctp, "_p2p_nb_loss_window")
     assert isinstance(sctp._p2p_nb_tail_loss_probe, TailLossProbe)  # the probe is separate
+
+
+async def test_quick_transmit_skips_the_walk_until_a_loss_and_loses_nothing(
+    make_peer: MakePeer, tmp_path: Path
+) -> None:
+    """Without a loss, every transmit skips aiortc's walk through the data in
+    flight; a lost packet (reported by gaps) and a T3 expiry hand transmits
+    back to aiortc's own until nothing waits for retransmission, and the file
+    arrives whole. It is installed because the installed aiortc's
+    ``_transmit`` is the one it was copied from (this fails loudly when
+    aiortc changes it)."""
+    ana = await make_peer("ana", download_dir=tmp_path / "a")
+    ben = await make_peer("ben", download_dir=tmp_path / "b")
+    await wait_mesh([ana, ben])
+    sctp = sctp_of(ana, ben)
+    assert QuickTransmit.missing(sctp) == [], "p2p_nb/ice.py must follow this aiortc"
+    quick: QuickTransmit = sctp._p2p_nb_quick_transmit
+
+    src = tmp_path / "payload.bin"
+    digest = make_file(src, 4_000_000)
+    events = ben.events("file_offer", "file_received")
+    await ana.share_file(src)
+    await (await events.wait_for("file_offer", timeout=10)).data.accept()
+    got = await events.wait_for("file_received", timeout=60)
+    assert sha(got.data.path) == digest
+    assert quick.quick > 1000, "transmits without a loss took the quick path"
+    assert not quick.marked
+
+    dropped = drop_next_datagram(ana, ben, min_size=1000)  # a data packet
+    before, full = quick.quick, quick.full
+    events = ben.events("file_offer", "file_received")
+    await ana.share_file(src, name="again.bin")
+    await (await events.wait_for("file_offer", timeout=10)).data.accept()
+    got = await events.wait_for("file_received", timeout=60)
+    assert dropped, "a packet of the transfer was lost"
+    assert sha(got.data.path) == digest
+    assert quick.full > full, "the loss handed transmits to aiortc's own"
+    assert quick.quick > before
+    assert not quick.marked, "once the loss was repaired, transmits are quick again"
+
+
+async def test_quick_transmit_is_not_installed_when_turned_off(make_peer: MakePeer) -> None:
+    off = MeshSettings(quick_transmit=False)
+    ana, ben = await make_peer("ana", mesh_settings=off), await make_peer("ben", mesh_settings=off)
+    await wait_mesh([ana, ben])
+    assert not hasattr(sctp_of(ana, ben), "_p2p_nb_quick_transmit")
+
+
+async def test_delayed_sacks_acknowledge_every_second_packet_and_a_lone_one_soon(
+    make_peer: MakePeer, tmp_path: Path
+) -> None:
+    """A transfer's receiver sends about half as many SACKs as it gets
+    packets, the file arrives whole; a lone chat message is acknowledged by
+    the delayed-SACK timer, with no probe and no T3 timeout at the sender."""
+    ana = await make_peer("ana", download_dir=tmp_path / "a")
+    ben = await make_peer("ben", download_dir=tmp_path / "b")
+    await wait_mesh([ana, ben])
+    at_ana, at_ben = sctp_of(ana, ben), sctp_of(ben, ana)
+    delayed: DelayedSack = at_ben._p2p_nb_delayed_sack
+    src = tmp_path / "payload.bin"
+    digest = make_file(src, 4_000_000)
+    events = ben.events("file_offer", "file_received")
+    packets, sacks = delayed.packets, delayed.sacks
+    await ana.share_file(src)
+    await (await events.wait_for("file_offer", timeout=10)).data.accept()
+    got = await events.wait_for("file_received", timeout=60)
+    assert sha(got.data.path) == digest
+    assert delayed.packets - packets > 3000  # 4 MB in ~1.2 kB packets
+    assert delayed.sacks - sacks < 0.6 * (delayed.packets - packets)
+
+    probe: TailLossProbe = at_ana._p2p_nb_tail_loss_probe
+    await until(lambda: not at_ana._sent_queue)
+    probes, timeouts, deferred = probe.probes, probe.timeouts, delayed.deferred
+    inbox = ben.events("message")
+    await ana.send_message("alone")
+    assert await next_text(inbox) == "alone"
+    await until(lambda: not at_ana._sent_queue, timeout=1.0)  # acknowledged
+    assert delayed.deferred > deferred, "its SACK waited for the timer"
+    assert (probe.probes, probe.timeouts) == (probes, timeouts)
+
+
+async def test_sacks_are_not_delayed_when_turned_off(make_peer: MakePeer) -> None:
+    off = MeshSettings(delayed_sack=False)
+    ana, ben = await make_peer("ana", mesh_settings=off), await make_peer("ben", mesh_settings=off)
+    await wait_mesh([ana, ben])
+    assert not hasattr(sctp_of(ben, ana), "_p2p_nb_delayed_sack")

@@ -12,8 +12,10 @@ import os
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
 from jupyter_server.utils import url_path_join
-from traitlets import Dict, Int, List, Type, Unicode
+from traitlets import Dict, Int, List, TraitError, Type, Unicode, validate
 
+from ..errors import InviteError
+from ..invite import check_server_url
 from ..server.core import SignalingService
 from ..server.keyfile import load_or_create_resume_key
 from ..server.limits import ServerLimits
@@ -103,6 +105,15 @@ class P2PExtensionApp(ExtensionApp):
         "e.g. https://jupyter.example.org/user/ana/): what invite links name. "
         "Empty: the URL each kernel connected to.",
     ).tag(config=True)
+
+    @validate("public_url")
+    def _check_public_url(self, proposal: dict[str, str]) -> str:
+        """A malformed ``public_url`` stops the server at start, not at the first invite."""
+        value = proposal["value"]
+        try:
+            return check_server_url(value) if value else value
+        except InviteError as exc:
+            raise TraitError(f"P2PExtensionApp.public_url: {exc}") from None
 
     service: SignalingService | None = None
     _exported: dict[str, str] | None = None

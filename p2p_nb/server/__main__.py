@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ..errors import InviteError
+from ..invite import check_server_url
 from ..turn import TurnServer
 from .keyfile import KeyFileError
 from .limits import ServerLimits
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--public-url",
         default=None,
+        type=_public_url,
         metavar="URL",
         help="the base URL others reach this server at (behind a proxy or a tunnel): "
         "what invite links name; default: the URL each client connected to",
@@ -165,6 +168,14 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+
+
+def _public_url(value: str) -> str:
+    """argparse's check of ``--public-url``: a usage error now, not a failed invite later."""
+    try:
+        return check_server_url(value)
+    except InviteError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

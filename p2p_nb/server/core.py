@@ -25,6 +25,7 @@ from typing import Any
 import socketio
 
 from .._version import __version__
+from ..invite import check_server_url
 from ..names import NameProblem, clean_name, name_key
 from ..turn import TurnServer
 from .auth import AuthRefused, Identity
@@ -589,7 +590,7 @@ class SignalingService:
         public_url: str | None = None,
     ) -> None:
         self.limits = limits or ServerLimits()
-        self.public_url = public_url
+        self.public_url = check_server_url(public_url) if public_url else None
         """The base URL others reach this service at (behind a proxy or tunnel):
         what invites name. None: clients use the URL they connected to."""
         self.turn = turn
