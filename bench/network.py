@@ -331,6 +331,15 @@ class Matrix:
                 "rto_max_s": round(max(x["rto"] for x in samples), 3),
                 "samples": len(samples),
             }
+            srtt = [x["srtt"] for x in samples if x.get("srtt")]
+            if srtt:
+                out["sctp"]["srtt_median_ms"] = round(statistics.median(srtt) * 1000, 1)
+            if last.get("rtt_min") is not None:  # p2p-nb's loss-tolerant window
+                out["sctp"]["rtt_min_ms"] = round(last["rtt_min"] * 1000, 1)
+                out["sctp"]["estimate_median_kb"] = round(
+                    statistics.median(x.get("estimate", 0) for x in samples) / 1000, 1
+                )
+                out["sctp"]["holds"] = last["holds"] - first.get("holds", 0)
         return out
 
     # ------------------------------------------------------------- mesh

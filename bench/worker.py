@@ -446,6 +446,14 @@ class RawPeer(Peer):
         return {"t0": t0, "cpu0": cpu0, "t1": now(), "cpu1": cpu(), "maxrss_mb": maxrss_mb()}
 
 
+def window_state(sctp: Any) -> dict[str, Any]:
+    """What p2p-nb's loss-tolerant window knows (nothing without it)."""
+    window = getattr(sctp, "_p2p_nb_loss_window", None)
+    if window is None:
+        return {}
+    return {"rtt_min": window.rtt_min, "estimate": window.estimate(), "holds": window.holds}
+
+
 def sctp_state(sctp: Any) -> dict[str, Any]:
     """What aiortc's SCTP sender is doing right now, and how often its T3
     retransmission timer expired (counted from the first call on): a private
@@ -472,6 +480,7 @@ def sctp_state(sctp: Any) -> dict[str, Any]:
             "outbound_queue": len(sctp._outbound_queue),
             "fast_recovery": sctp._fast_recovery_exit is not None,
             "t3_expired": sctp._bench_t3,
+            **window_state(sctp),
         }
     except AttributeError:
         return {}
