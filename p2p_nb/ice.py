@@ -2,9 +2,10 @@
 
 What they do not expose: the size of the UDP sockets' buffers, which kind of
 candidate a connection ended up using, sockets a gather leaves behind a close
-(these give up quietly if the internals move), a tail-loss probe and a
-loss-tolerant congestion window for SCTP (:class:`TailLossProbe`,
-:class:`LossTolerantWindow`: each logs once and stays off if they move;
+(these give up quietly if the internals move), four hooks into aiortc's SCTP
+association (:class:`TailLossProbe`, :class:`LossTolerantWindow`,
+:class:`QuickTransmit`, :class:`DelayedSack`: each logs once and stays off if
+what it hooks moved, QuickTransmit also if ``_transmit``'s source changed;
 ``tests/test_tail_loss_probe.py`` fails loudly), and one DTLS certificate for
 every connection of an app (this one fails loudly: the safety code's stability
 depends on it, and ``tests/test_safety_code.py`` checks it against the
