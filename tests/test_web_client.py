@@ -583,6 +583,43 @@ async def test_an_invite_link_to_a_jupyter_hosted_room(
 
 
 @pytest.mark.anyio
+async def test_a_logged_in_jupyter_user_needs_no_token(
+    jupyter_server: JupyterServer, users: Users
+) -> None:
+    """A user who logged in to Jupyter (its login page, the token typed once)
+    opens {base_url}p2p/join with nothing in the address: the login cookie
+    opens the p2p socket, and they chat with a kernel. Without the login, the
+    same page is refused and says to log in."""
+    kernel = await P2PApp.connect(jupyter_server.url, jupyter_server.token, thread=False)
+    try:
+        await kernel.join_room("lab-cookie", name="kernel")
+        inbox = kernel.events("message")
+
+        stranger = await users.open(f"{jupyter_server.url}p2p/join")
+        await join_fails(stranger, "stranger", room="lab-cookie")
+        await expect(stranger.locator("#errors")).to_contain_text("log in")
+
+        context = await web_user(users.browser)
+        users.contexts.append(context)
+        login = await context.new_page()
+        await login.goto(f"{jupyter_server.url}login")
+        await login.get_by_role("textbox", name="Password or token:").fill(jupyter_server.token)
+        await login.get_by_role("button", name="Log in").first.click()
+        await login.wait_for_url(lambda url: "/login" not in url, timeout=TIMEOUT * 1000)
+        assert any(c["name"].startswith("username-") for c in await context.cookies())
+        user = await open_client(context, f"{jupyter_server.url}p2p/join")
+        await join(user, "lab-user", room="lab-cookie")
+        await wait_connected(user, "kernel")
+        await send_chat(user, "logged in, no token")
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert (got.sender_name, got.text) == ("lab-user", "logged in, no token")
+        await kernel.send_message("hello, lab user")
+        await expect(chat_line(user, "kernel", "hello, lab user")).to_be_visible()
+    finally:
+        await kernel.disconnect()
+
+
+@pytest.mark.anyio
 async def test_browser_to_browser_file_dropped_for_one_peer(
     server: RunningServer, users: Users, tmp_path: Path
 ) -> None:
