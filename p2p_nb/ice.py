@@ -167,18 +167,33 @@ class StableCertificate:
 
 
 class _SctpHook:
-    """What every hook into aiortc's SCTP association has: the internals it needs."""
+    """What every hook into aiortc's SCTP association has: the internals it
+    needs, and the sends it starts from timers."""
 
     _NEEDS: tuple[str, ...] = ()
     _warned = False
 
     def __init__(self, sctp: Any) -> None:
         self._sctp = sctp
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @classmethod
     def missing(cls, sctp: Any) -> list[str]:
         """The internals this aiortc lacks (empty: the hook can be installed)."""
         return [name for name in cls._NEEDS if not hasattr(sctp, name)]
+
+    def _spawn(self, send: Awaitable[None], what: str) -> None:
+        """Run ``send`` from a timer callback, kept until done; a failure (the
+        association closed meanwhile) is only logged."""
+        task = asyncio.ensure_future(send)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Future[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("%s failed: %r", what, task.exception())
+
+        task.add_done_callback(done)
 
 
 _Hook = TypeVar("_Hook", bound=_SctpHook)
@@ -252,7 +267,6 @@ class TailLossProbe(_SctpHook):
         self._handle: asyncio.TimerHandle | None = None
         self._streak = 0
         self._acked_at: int | None = None
-        self._tasks: set[asyncio.Future[None]] = set()
         self.probes = 0
         """Chunks this probe sent again."""
         self.timeouts = 0
@@ -324,14 +338,7 @@ class TailLossProbe(_SctpHook):
         chunk._retransmit = True
         QuickTransmit.marked_on(sctp)
         sctp._flight_size_decrease(chunk)
-        task = asyncio.ensure_future(sctp._transmit())
-        self._tasks.add(task)
-        task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("tail-loss probe: transmit failed: %r", task.exception())
+        self._spawn(sctp._transmit(), "tail-loss probe: transmit")
 
 
 class LossTolerantWindow(_SctpHook):
@@ -682,7 +689,6 @@ class DelayedSack(_SctpHook):
         super().__init__(sctp)
         self._owed = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Future[None]] = set()
         self.packets = 0
         """Packets received that asked for a SACK."""
         self.sacks = 0
@@ -720,11 +726,4 @@ class DelayedSack(_SctpHook):
         self._timer = None
         if not (self._owed and self._sctp._sack_needed):
             return
-        task = asyncio.ensure_future(self._send_now(send_sack))
-        self._tasks.add(task)
-        task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("delayed SACK: send failed: %r", task.exception())
+        self._spawn(self._send_now(send_sack), "delayed SACK: send")

@@ -88,6 +88,17 @@ def delay_datagrams(app: P2PApp, other: P2PApp, delay: float) -> None:
     pair.protocol.send_data = delayed
 
 
+async def send_whole(
+    sender: P2PApp, receiver: P2PApp, src: Path, digest: str, name: str | None = None
+) -> None:
+    """``src`` offered by ``sender``, accepted by ``receiver`` and arrived whole."""
+    events = receiver.events("file_offer", "file_received")
+    await sender.share_file(src, name=name)
+    await (await events.wait_for("file_offer", timeout=10)).data.accept()
+    got = await events.wait_for("file_received", timeout=60)
+    assert sha(got.data.path) == digest
+
+
 async def test_the_installed_aiortc_has_every_internal_the_probe_hooks(
     make_peer: MakePeer,
 ) -> None:
@@ -157,13 +168,23 @@ async def test_a_random_loss_keeps_the_window_at_the_paths_capacity(
     assert window.holds > holds, "the loss left the window above Reno's half"
 
 
-async def test_the_window_is_not_touched_when_turned_off(make_peer: MakePeer) -> None:
-    off = MeshSettings(loss_tolerant_window=False)
+@pytest.mark.parametrize(
+    ("setting", "attr"),
+    [
+        ("loss_tolerant_window", "_p2p_nb_loss_window"),
+        ("quick_transmit", "_p2p_nb_quick_transmit"),
+        ("delayed_sack", "_p2p_nb_delayed_sack"),
+    ],
+)
+async def test_a_hook_turned_off_is_not_installed(
+    make_peer: MakePeer, setting: str, attr: str
+) -> None:
+    off = MeshSettings(**{setting: False})
     ana, ben = await make_peer("ana", mesh_settings=off), await make_peer("ben", mesh_settings=off)
     await wait_mesh([ana, ben])
-    sctp = sctp_of(ana, ben)
-    assert not hasattr(sctp, "_p2p_nb_loss_window")
-    assert isinstance(sctp._p2p_nb_tail_loss_probe, TailLossProbe)  # the probe is separate
+    for sctp in (sctp_of(ana, ben), sctp_of(ben, ana)):
+        assert not hasattr(sctp, attr)
+        assert isinstance(sctp._p2p_nb_tail_loss_probe, TailLossProbe)  # the others are separate
 
 
 async def test_quick_transmit_skips_the_walk_until_a_loss_and_loses_nothing(
@@ -184,32 +205,17 @@ async def test_quick_transmit_skips_the_walk_until_a_loss_and_loses_nothing(
 
     src = tmp_path / "payload.bin"
     digest = make_file(src, 4_000_000)
-    events = ben.events("file_offer", "file_received")
-    await ana.share_file(src)
-    await (await events.wait_for("file_offer", timeout=10)).data.accept()
-    got = await events.wait_for("file_received", timeout=60)
-    assert sha(got.data.path) == digest
+    await send_whole(ana, ben, src, digest)
     assert quick.quick > 1000, "transmits without a loss took the quick path"
     assert not quick.marked
 
     dropped = drop_next_datagram(ana, ben, min_size=1000)  # a data packet
     before, full = quick.quick, quick.full
-    events = ben.events("file_offer", "file_received")
-    await ana.share_file(src, name="again.bin")
-    await (await events.wait_for("file_offer", timeout=10)).data.accept()
-    got = await events.wait_for("file_received", timeout=60)
+    await send_whole(ana, ben, src, digest, name="again.bin")
     assert dropped, "a packet of the transfer was lost"
-    assert sha(got.data.path) == digest
     assert quick.full > full, "the loss handed transmits to aiortc's own"
     assert quick.quick > before
     assert not quick.marked, "once the loss was repaired, transmits are quick again"
-
-
-async def test_quick_transmit_is_not_installed_when_turned_off(make_peer: MakePeer) -> None:
-    off = MeshSettings(quick_transmit=False)
-    ana, ben = await make_peer("ana", mesh_settings=off), await make_peer("ben", mesh_settings=off)
-    await wait_mesh([ana, ben])
-    assert not hasattr(sctp_of(ana, ben), "_p2p_nb_quick_transmit")
 
 
 async def test_delayed_sacks_acknowledge_every_second_packet_and_a_lone_one_soon(
@@ -225,12 +231,8 @@ async def test_delayed_sacks_acknowledge_every_second_packet_and_a_lone_one_soon
     delayed: DelayedSack = at_ben._p2p_nb_delayed_sack
     src = tmp_path / "payload.bin"
     digest = make_file(src, 4_000_000)
-    events = ben.events("file_offer", "file_received")
     packets, sacks = delayed.packets, delayed.sacks
-    await ana.share_file(src)
-    await (await events.wait_for("file_offer", timeout=10)).data.accept()
-    got = await events.wait_for("file_received", timeout=60)
-    assert sha(got.data.path) == digest
+    await send_whole(ana, ben, src, digest)
     assert delayed.packets - packets > 3000  # 4 MB in ~1.2 kB packets
     assert delayed.sacks - sacks < 0.6 * (delayed.packets - packets)
 
@@ -243,13 +245,6 @@ async def test_delayed_sacks_acknowledge_every_second_packet_and_a_lone_one_soon
     await until(lambda: not at_ana._sent_queue, timeout=1.0)  # acknowledged
     assert delayed.deferred > deferred, "its SACK waited for the timer"
     assert (probe.probes, probe.timeouts) == (probes, timeouts)
-
-
-async def test_sacks_are_not_delayed_when_turned_off(make_peer: MakePeer) -> None:
-    off = MeshSettings(delayed_sack=False)
-    ana, ben = await make_peer("ana", mesh_settings=off), await make_peer("ben", mesh_settings=off)
-    await wait_mesh([ana, ben])
-    assert not hasattr(sctp_of(ben, ana), "_p2p_nb_delayed_sack")
 
 
 async def test_the_window_grows_by_a_share_of_itself_only_while_no_queue_builds(

@@ -43,7 +43,12 @@ async def server() -> AsyncIterator[RunningServer]:
 
 
 async def kernel_peer(
-    server: RunningServer, name: str, room: str = ROOM, *, secret: str | None = None, **connect: Any
+    server: RunningServer | JupyterServer,
+    name: str,
+    room: str = ROOM,
+    *,
+    secret: str | None = None,
+    **connect: Any,
 ) -> P2PApp:
     """A Python peer, as a notebook's kernel runs it (on this test's loop)."""
     app = await P2PApp.connect(server.url, server.token, thread=False, **connect)
@@ -590,9 +595,8 @@ async def test_a_logged_in_jupyter_user_needs_no_token(
     opens {base_url}p2p/join with nothing in the address: the login cookie
     opens the p2p socket, and they chat with a kernel. Without the login, the
     same page is refused and says to log in."""
-    kernel = await P2PApp.connect(jupyter_server.url, jupyter_server.token, thread=False)
+    kernel = await kernel_peer(jupyter_server, "kernel", "lab-cookie")
     try:
-        await kernel.join_room("lab-cookie", name="kernel")
         inbox = kernel.events("message")
 
         stranger = await users.open(f"{jupyter_server.url}p2p/join")
