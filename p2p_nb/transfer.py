@@ -41,7 +41,7 @@ Runner = Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
 
 @dataclass
 class TransferSettings:
-    """Every limit of file transfer, with its default (see the README)."""
+    """Every file-transfer limit with its default (see docs/api.md, "File safety and limits")."""
 
     download_dir: Path = field(default_factory=lambda: Path.cwd() / "p2p_downloads")
     max_file_bytes: int = 16 * 2**30
