@@ -230,6 +230,7 @@ export class P2PClient extends EventTarget {
           name = this.profileName(peer.peer_id, name);
         } else if (caps !== null && typeof caps === "object" && Object.keys(caps).length > 0) {
           mismatch = true; // a profile, in the clear, in a room with a secret: the peer has none
+          known = true; // what it says of itself, unauthenticated (the row says so)
         }
       } catch (exc) {
         if (!(exc instanceof RoomSecretError)) throw exc;
@@ -241,7 +242,7 @@ export class P2PClient extends EventTarget {
       mismatch = true; // the room has a secret we were not given
       caps = {};
     }
-    if (!known) name = typeof peer.name === "string" ? peer.name : String(peer.peer_id);
+    if (!known || mismatch) name = typeof peer.name === "string" ? peer.name : String(peer.peer_id);
     return { name: [...name].slice(0, 64).join(""), caps: normaliseCapabilities(caps), known, mismatch };
   }
 
@@ -269,7 +270,7 @@ export class P2PClient extends EventTarget {
     link.capabilities = caps;
     link.profileKnown = known || link.profileKnown === true;
     if (mismatch) link.secretMismatch = true;
-    if (link.presence === "pending" && link.profileKnown) {
+    if (link.presence === "pending" && link.profileKnown && !link.secretMismatch) {
       link.presence = "announced";
       this.emitEvent("presence", { peerId: link.peerId, name: link.name, what: "joined" });
     }
@@ -303,7 +304,7 @@ export class P2PClient extends EventTarget {
     if (link === undefined) return;
     this.links.delete(peer.peer_id);
     link.close();
-    if (link.presence !== "pending" && !link.secretMismatch) {
+    if ((link.presence === "here" || link.presence === "announced") && !link.secretMismatch) {
       this.emitEvent("presence", { peerId: link.peerId, name: link.name, what: "left" });
     }
     for (const t of this.transfers.values()) {

@@ -33,7 +33,6 @@ const peerText = (text, cls = null) => el("bdi", cls ? { class: cls, text } : { 
 const given = takeCredentials();
 const notices = new Notices($("errors"));
 let client = null;
-let secretFixing = false;
 
 // --- the join form ----------------------------------------------------------------
 
@@ -118,7 +117,8 @@ function submitJoin() {
       const text = connectRefusal(exc.message, {
         invite: Boolean(given.invite), jupyter: config.host === "jupyter", hadToken: Boolean(values.token),
       });
-      if (!given.invite) {
+      const refused = /wrong token|no token|not logged in/.test(exc.message) || config.host === "jupyter";
+      if (!given.invite && refused) {
         given.token = null;
         remember(given);
         $("token-row").hidden = false;
@@ -175,10 +175,9 @@ async function join({ name, room, secret, token }) {
   client = joining;
   // what got us in is kept for this tab: a reload or "Join again" needs it
   if (token && !given.token && !given.invite) given.token = token;
-  if (given.secret !== null || secretFixing) given.secret = secret;
+  if (given.secret !== null) given.secret = secret; // the link's, maybe corrected; a typed one is not kept
   given.room = room;
   remember(given);
-  secretFixing = false;
   notices.clearAll();
   resetRoom();
   wire(client);
@@ -204,7 +203,6 @@ function showJoinForm({ fixSecret = false } = {}) {
   $("join").disabled = false;
   document.title = "p2p-nb";
   if (fixSecret) {
-    secretFixing = true;
     $("secret-row").hidden = false;
     fieldError("secret", "Check the room secret: the others in the room use another one. Type it again and join.");
     $("secret").select();
