@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Download, Locator, Page, expect
 
-from p2p_nb.names import NameProblem, clean_name
+from p2p_nb.names import NameProblem, clean_name, name_key
 from p2p_nb.protocol import ChatMessage
 from p2p_nb.server import ServerLimits
 from p2p_nb.widgets import view
@@ -305,6 +305,23 @@ async def test_names_js_follows_the_python_rules(server: RunningServer, users: U
         except NameProblem as exc:
             want.append(["refused", exc.code])
     assert got == want
+    keys = [
+        "Ana",
+        "  ana  lu ",
+        "\uff21na",
+        "Stra\u00dfe",
+        "STRASSE",
+        "\u03a3\u03bf\u03c2",
+        "\u216b",
+    ]
+    got_keys = await page.evaluate(
+        """async (names) => {
+            const m = await import("/p2p/web/js/names.js");
+            return names.map((n) => m.nameKey(n));
+        }""",
+        keys,
+    )
+    assert got_keys == [name_key(k) for k in keys]
 
 
 @pytest.mark.anyio

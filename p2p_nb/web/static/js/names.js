@@ -68,6 +68,7 @@ export function checkRoom(room) {
 
 /** What two names must differ in to be told apart: case, width and spacing do not count. */
 export function nameKey(name) {
-  const folded = name.normalize("NFKC").toLowerCase().normalize("NFKC");
+  // toLowerCase plus the folds where Python's casefold() goes further
+  const folded = name.normalize("NFKC").toLowerCase().replace(/ß/g, "ss").replace(/ς/g, "σ").normalize("NFKC");
   return folded.split(/\s+/u).filter(Boolean).join(" ");
 }
