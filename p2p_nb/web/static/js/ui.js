@@ -489,7 +489,7 @@ function wire(c) {
     // a state, not an error: said once, in the status line, gone when it is over
     $("connection").textContent = state === "disconnected"
       ? "Connection to the signaling server lost; reconnecting… (peers already connected keep talking)" : "";
-    if (state === "joined") notices.clearPrefix("error:");
+    if (state === "joined") notices.clearPrefix("error:could not rejoin");
   }));
 }
 
