@@ -490,6 +490,13 @@ function wire(c) {
     $("connection").textContent = state === "disconnected"
       ? "Connection to the signaling server lost; reconnecting… (peers already connected keep talking)" : "";
     if (state === "joined") notices.clearPrefix("error:could not rejoin");
+    if (state === "revoked") {
+      // a final state: the server ended our credentials (an invite revoked or expired)
+      notices.set("revoked", `You are out of the room: ${e.detail.reason ?? "your invite was revoked"}. Ask for a new invite.`);
+      $("room-view").hidden = true;
+      $("room-bar").hidden = true;
+      $("left-view").hidden = false;
+    }
   }));
 }
 
