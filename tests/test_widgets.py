@@ -119,7 +119,7 @@ async def test_offer_accept_progress_and_preview(
     await offered
     (row,) = panel.offers.children
     assert "prices.csv" in row.children[0].value
-    assert "ben offers" in row.children[0].value
+    assert "<bdi>ben</bdi> offers" in row.children[0].value
     received = handled(panel.app, "file_received")
     row.children[1].click()  # Accept
     await received
@@ -347,10 +347,10 @@ async def test_hostile_peer_text_reaches_no_widget_as_markup(
     for markup in values:
         assert injected(markup) == [], markup
     text = "".join(values)
-    assert f"received <b>{view.esc(HOSTILE)}</b>" in text
+    assert f"received <b>{view.iso(HOSTILE)}</b>" in text
     assert (
-        f"<b>{view.esc(HOSTILE)}.csv</b> failed: cancelled by ben: cancelled {view.esc(HOSTILE)}"
-        in text
+        f"<b>{view.iso(HOSTILE + '.csv')}</b> failed: "
+        f"{view.iso(f'cancelled by ben: cancelled {HOSTILE}')}" in text
     )
     assert f"<th>{view.esc(HOSTILE)}</th>" in preview_widget.value
 
@@ -471,7 +471,7 @@ async def test_file_received_after_the_app_left_is_still_shown(
         off()
         await asyncio.wait_for(after_panel, 30)
         labels = [row.children[1].value for row in panel.transfers.children]
-        assert labels == ["received <b>late.csv</b>"]
+        assert labels == ["received <b><bdi>late.csv</bdi></b>"]
         assert "late.csv" in panel.received.children[0].children[0].value
     finally:
         panel.close()

@@ -9,6 +9,10 @@ exception texts that quote any of those): ipywidgets ``HTML`` sets
 ``innerHTML`` in the Jupyter origin, so one unescaped field is a script that
 can drive the user's kernels. Each function therefore passes every value it
 interpolates through :func:`esc`, and the panel builds no HTML of its own.
+
+Every such text is also isolated (:func:`iso`, a ``<bdi>``): a name ending in
+right-to-left text would otherwise pull the time or the words beside it into
+its own direction ("Ana 9:14:06 مرحبا" read as something else).
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ def esc(value: object) -> str:
     attribute values as well as element content.
     """
     return html.escape(str(value), quote=True)
+
+
+def iso(value: object) -> str:
+    """Another party's text, escaped and bidi-isolated from what stands around it."""
+    return f"<bdi>{esc(value)}</bdi>"
 
 
 def clip(text: str, limit: int = MAX_CELL_CHARS) -> str:
@@ -93,7 +102,7 @@ def _bytes(n: object) -> str:
 
 def title_html(room: str | None, name: str, peer_id: str | None) -> str:
     return (
-        f"<b>p2p-nb</b> · room <b>{esc(room)}</b> · you are <b>{esc(name)}</b> "
+        f"<b>p2p-nb</b> · room <b>{esc(room)}</b> · you are <b>{iso(name)}</b> "
         f"<span style='color:#57606a'>({esc(peer_id)})</span>"
     )
 
@@ -123,7 +132,7 @@ def peers_html(rows: Iterable[PeerRow], *, in_room: bool = True) -> str:
         rtt = f"{r.rtt_ms:.1f} ms" if r.rtt_ms is not None else "–"
         out.append(
             f"<tr data-peer='{esc(r.peer_id)}'>"
-            f"<td style='padding-right:1em'>{esc(r.name)}</td>"
+            f"<td style='padding-right:1em'>{iso(r.name)}</td>"
             f"<td style='padding-right:1em;color:{colour}'>● {esc(label)}</td>"
             f"<td style='padding-right:1em' align=right>{esc(rtt)}</td>"
             f"<td style='padding-right:1em'>{esc(r.role)}</td>"
@@ -144,7 +153,7 @@ def chat_html(messages: Iterable[ChatMessage], me: str | None, height_px: int = 
     lines = []
     for m in reversed(recent):
         mine = m.sender == me
-        who = "you" if mine else esc(m.sender_name or m.sender)
+        who = "you" if mine else iso(m.sender_name or m.sender)
         try:
             when = time.strftime("%H:%M:%S", time.localtime(m.ts))
         except (OverflowError, OSError, ValueError, TypeError):  # a peer's clock, any value
@@ -156,8 +165,8 @@ def chat_html(messages: Iterable[ChatMessage], me: str | None, height_px: int = 
         lines.append(
             f"<div class='p2p-msg{' p2p-mine' if mine else ''}' "
             f"style='{style};padding:3px 6px;margin-bottom:3px;border-radius:4px'>"
-            f"<span style='color:#57606a;font-size:85%'>{esc(when)} <b>{who}</b>{to}</span><br>"
-            f"{esc(m.text)}</div>"
+            f"<span style='color:#57606a;font-size:85%'>{esc(when)} <b>{who}</b>{to}</span>"
+            f"<div dir='auto'>{esc(m.text)}</div></div>"
         )
     if not lines:
         lines.append("<i style='color:#57606a'>No messages yet.</i>")
@@ -179,27 +188,27 @@ def status_html(text: str, errors: list[str], notice: str = "") -> str:
 
 
 def offer_text(sender: str, name: str, size: int, kind: str, meta: dict[str, object]) -> str:
-    what = f"<b>{esc(name)}</b> ({_bytes(size)})"
+    what = f"<b>{iso(name)}</b> ({_bytes(size)})"
     shape = meta.get("shape")
     if kind == "dataframe" and isinstance(shape, list) and len(shape) == 2:
         what += f", DataFrame {esc(shape[0])}×{esc(shape[1])}"
-    return f"{esc(sender)} offers {what}"
+    return f"{iso(sender)} offers {what}"
 
 
 def progress_html(done: object, total: object, name: str, rate: object) -> str:
-    return f"{_bytes(done)} of {_bytes(total)} of <b>{esc(name)}</b> · {_bytes(rate)}/s"
+    return f"{_bytes(done)} of {_bytes(total)} of <b>{iso(name)}</b> · {_bytes(rate)}/s"
 
 
 def sent_html(name: str) -> str:
-    return f"sent <b>{esc(name)}</b>"
+    return f"sent <b>{iso(name)}</b>"
 
 
 def received_label_html(name: str) -> str:
-    return f"received <b>{esc(name)}</b>"
+    return f"received <b>{iso(name)}</b>"
 
 
 def failed_html(name: str, reason: object) -> str:
-    return f"<b>{esc(name)}</b> failed: {esc(reason)}"
+    return f"<b>{iso(name)}</b> failed: {iso(reason)}"
 
 
 def download_url(path: Path) -> str | None:
@@ -218,7 +227,7 @@ def download_url(path: Path) -> str | None:
 
 def received_html(name: str, path: Path, sender: str, size: int) -> str:
     url = download_url(path)
-    label = esc(name)
+    label = iso(name)
     link = (
         f"<a href='{esc(url)}' target='_blank' download "
         f"style='color:var(--jp-content-link-color,#0969da);text-decoration:underline'>"
@@ -227,7 +236,7 @@ def received_html(name: str, path: Path, sender: str, size: int) -> str:
         else f"<b>{label}</b>"
     )
     return (
-        f"<div class='p2p-received'>{link} from {esc(sender)}, "
+        f"<div class='p2p-received'>{link} from {iso(sender)}, "
         f"{_bytes(size)} <span style='color:#57606a'>→ {esc(path)}</span></div>"
     )
 

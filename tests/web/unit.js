@@ -8,6 +8,8 @@ import * as safety from "/p2p/web/js/safety.js";
 import * as roomkey from "/p2p/web/js/roomkey.js";
 import * as transfer from "/p2p/web/js/transfer.js";
 import * as relay from "/p2p/web/js/relay.js";
+import * as credentials from "/p2p/web/js/credentials.js";
+import * as names from "/p2p/web/js/names.js";
 
 const tests = [];
 const test = (name, fn) => tests.push([name, fn]);
@@ -219,6 +221,51 @@ test("transfer: offer limits and safe names", () => {
   eq(transfer.safeFileName("a\\b\u202e<x>.txt"), "bx.txt");
   eq(transfer.safeFileName("CON.txt"), "_CON.txt");
   eq(transfer.safeFileName("..."), "file");
+});
+
+test("transfer: statuses say each thing once; no rate for a tiny file; risky types", () => {
+  const t = new transfer.TransferState({ id: "a".repeat(32), direction: "in", peerId: "p", name: "n", size: 49 });
+  t.accept(0);
+  t.onChunk(0, 49, 14);
+  t.finish("done");
+  eq(transfer.transferStatus(t), "done");
+  for (const [state, reason, want] of [
+    ["declined", "declined", "declined"], ["cancelled", "cancelled", "cancelled"],
+    ["cancelled", "", "cancelled"], ["cancelled", "cancelled by ada: cancelled", "cancelled (by ada: cancelled)"],
+    ["failed", "SHA-256 mismatch", "failed (SHA-256 mismatch)"],
+  ]) {
+    const x = new transfer.TransferState({ id: "b".repeat(32), direction: "in", peerId: "p", name: "n", size: 1 });
+    x.finish(state, reason);
+    eq(transfer.transferStatus(x), want, `${state}/${reason}`);
+  }
+  const big = new transfer.TransferState({ id: "c".repeat(32), direction: "in", peerId: "p", name: "n", size: 2e6 });
+  big.accept(0);
+  big.onChunk(0, 2e6, 1000);
+  eq(transfer.transferStatus(big), "receiving 2.0 MB of 2.0 MB, 2.0 MB/s");
+  const risky = ["a.exe", "b.JS", "c.svg", "d.html", "e.desktop", "f.lnk"].map(transfer.isRiskyFileName);
+  eq(risky, [true, true, true, true, true, true]);
+  eq(["a.pdf", "b.parquet", "exe", "c.exe.txt"].map(transfer.isRiskyFileName), [false, false, false, false]);
+  eq(transfer.safeFileName("invoice_\u202efdp.exe"), "invoice_fdp.exe");
+});
+
+test("credentials: both link forms, and the address cleaned", () => {
+  const base = "https://h.example/p2p/join";
+  eq(credentials.parseAddress(`${base}?room=r&invite=inv1.x#s%20e%23cret`),
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret" });
+  eq(credentials.parseAddress(`${base}?room=r#invite=inv1.x&secret=s%20e%23cret`),
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret" });
+  eq(credentials.parseAddress(`${base}?token=t`), { token: "t", invite: null, room: null, secret: null });
+  eq(credentials.parseAddress(`${base}#100%`).secret, "100%");
+  eq(credentials.cleanAddress(`${base}?room=r&invite=inv1.x&token=t#s`), "/p2p/join?room=r");
+});
+
+test("names: the keys two names must differ in", () => {
+  eq(names.nameKey("  Ana   Lu "), "ana lu");
+  eq(names.nameKey("\uff21na"), "ana");
+  eq(names.checkRoom(" r.1 "), "r.1");
+  throws(() => names.checkRoom("r".repeat(65)), names.NameProblem, "long room");
+  throws(() => names.checkRoom("-r"), names.NameProblem, "leading dash");
+  throws(() => names.checkOwnName("   "), names.NameProblem, "blank");
 });
 
 // --- relay keys ---------------------------------------------------------------------

@@ -6,7 +6,9 @@
 // changed), "chat" (a message, ours or another's), "transfer" (a transfer
 // changed; {transfer}), "offer" ({transfer}: someone offers a file),
 // "received" ({transfer, blob, name}), "error" ({peerId, error}), "status"
-// ({state, reason}: "connecting", "joined", "left", "disconnected").
+// ({state, reason}: "connecting", "joined", "left", "disconnected"),
+// "presence" ({peerId, name, what}: "joined" or "left", for peers that came
+// or went while we were in the room).
 
 import { io } from "../vendor/socket.io-client/socket.io.esm.min.js";
 import { sha256 } from "../vendor/noble-hashes/sha2.js";
@@ -16,6 +18,7 @@ import {
 } from "./codec.js";
 import { PeerLink, OPEN_STATES } from "./peer.js";
 import { RoomKey, RoomSecretError } from "./roomkey.js";
+import { NameProblem, cleanName, nameKey } from "./names.js";
 import { ACK_EVERY, HIGH_WATER, TransferState, offerRefusal } from "./transfer.js";
 
 export const MAX_HISTORY = 2000;
@@ -23,6 +26,9 @@ const READ_BLOCK = 4 * 1024 * 1024;
 const BLOB_EVERY = 8 * 1024 * 1024;
 const PING_INTERVAL = 2000;
 const MAX_FINISHED = 500;
+/** How long after a transfer ended its chunks still in flight are dropped
+ * without a word (the sender stops when our cancel reaches it). */
+const LATE_CHUNKS_MS = 30000;
 
 /** A refusal from the signaling server: `code` as in docs/protocol.md. */
 export class SignalingError extends Error {
@@ -98,7 +104,8 @@ export class P2PClient extends EventTarget {
     socket.on("peer_left", (p) => this.hold(() => this.onPeerLeft(p)));
     socket.on("signal", (s) => this.hold(() => this.onSignal(s)));
     socket.on("relay", (r) => this.hold(() => this.relayedIn(null, r?.from, r?.data)));
-    socket.on("error", (e) => this.reportError(null, new SignalingError(e?.code, `${e?.event}: ${e?.message}`)));
+    // every request goes with an ack that carries the same refusal: reported there, once
+    socket.on("error", (e) => this.log(`${e?.event} refused: ${e?.code}: ${e?.message}`));
     socket.on("probe", (_data, ack) => ack?.({ ok: true }));
     socket.on("resume_attempt", () => this.reportError(null, new Error("someone with your credentials tried to take your place in the room")));
     socket.on("disconnect", (reason) => {
@@ -163,7 +170,7 @@ export class P2PClient extends EventTarget {
         urls: s.urls, username: s.username, credential: s.credential,
       }));
       if (this.roomKey) await this.sendProfile();
-      for (const p of reply.peers ?? []) await this.onPeerJoined(p);
+      for (const p of reply.peers ?? []) await this.onPeerJoined(p, true);
     } finally {
       const held = this.held ?? [];
       this.held = null;
@@ -201,42 +208,94 @@ export class P2PClient extends EventTarget {
     }
   }
 
+  /** A peer's name and capabilities, opened from its sealed profile in a room
+   * with a secret. `known`: whether they say who the peer is (false while a
+   * sealed profile has not come, or does not open with our secret:
+   * `mismatch`). A name from a profile passes the rules the server applies to
+   * names it sees (names.js): no controls, bidi or zero-width characters, not
+   * another member's. */
   async unseal(peer) {
     let name = typeof peer.name === "string" ? peer.name : String(peer.peer_id);
     let caps = peer.capabilities;
+    const sealed = caps !== null && typeof caps === "object" && "sealed" in caps;
+    let known = !sealed;
+    let mismatch = false;
     if (this.roomKey !== null) {
+      known = false;
       try {
         const opened = await this.roomKey.openProfile(peer.peer_id, caps);
-        if (opened !== null) [name, caps] = opened;
+        if (opened !== null) {
+          [name, caps] = opened;
+          known = true;
+          name = this.profileName(peer.peer_id, name);
+        } else if (caps !== null && typeof caps === "object" && Object.keys(caps).length > 0) {
+          mismatch = true; // a profile, in the clear, in a room with a secret: the peer has none
+          known = true; // what it says of itself, unauthenticated (the row says so)
+        }
       } catch (exc) {
-        this.reportError(peer.peer_id, exc);
+        if (!(exc instanceof RoomSecretError)) throw exc;
+        this.log(`profile of ${peer.peer_id}: ${exc.message}`);
+        mismatch = true;
         caps = {};
       }
+    } else if (sealed) {
+      mismatch = true; // the room has a secret we were not given
+      caps = {};
     }
-    return { name: name.slice(0, 64), caps: normaliseCapabilities(caps) };
+    if (!known || mismatch) name = typeof peer.name === "string" ? peer.name : String(peer.peer_id);
+    return { name: [...name].slice(0, 64).join(""), caps: normaliseCapabilities(caps), known, mismatch };
   }
 
-  async onPeerJoined(peer) {
+  /** The name a sealed profile holds, if the room's name rules allow it;
+   * else the peer's id with why (the server cannot check names it never sees). */
+  profileName(peerId, name) {
+    let cleaned;
+    try {
+      cleaned = cleanName(name);
+      if (cleaned === "") throw new NameProblem("invalid_name", "an empty name");
+    } catch (exc) {
+      if (!(exc instanceof NameProblem)) throw exc;
+      this.log(`name in the profile of ${peerId} refused: ${exc.message}`);
+      return `${peerId} (name refused)`;
+    }
+    const key = nameKey(cleaned);
+    const taken = (this.name !== null && nameKey(this.name) === key)
+      || [...this.links.values()].some((l) => l.peerId !== peerId && l.profileKnown && nameKey(l.name) === key);
+    return taken ? `${cleaned} (${peerId.slice(0, 8)}, name already in use)` : cleaned;
+  }
+
+  /** Apply what unseal() found to `link`, and say "joined" once it is known. */
+  applyProfile(link, { name, caps, known, mismatch }) {
+    link.name = name;
+    link.capabilities = caps;
+    link.profileKnown = known || link.profileKnown === true;
+    if (mismatch) link.secretMismatch = true;
+    if (link.presence === "pending" && link.profileKnown && !link.secretMismatch) {
+      link.presence = "announced";
+      this.emitEvent("presence", { peerId: link.peerId, name: link.name, what: "joined" });
+    }
+  }
+
+  async onPeerJoined(peer, initial = false) {
     if (typeof peer?.peer_id !== "string" || peer.peer_id === this.peerId) return;
     if (this.links.has(peer.peer_id)) {
       await this.onPeerUpdated(peer);
       return;
     }
     const link = new PeerLink(this, peer.peer_id, String(peer.name ?? peer.peer_id).slice(0, 64), normaliseCapabilities({}));
+    link.profileKnown = false;
+    link.presence = initial || peer.resumed === true ? "here" : "pending";
     this.links.set(peer.peer_id, link);
     link.start();
-    const { name, caps } = await this.unseal(peer);
-    link.name = name;
-    link.capabilities = caps;
+    this.applyProfile(link, await this.unseal(peer));
     this.emitEvent("peers");
   }
 
   async onPeerUpdated(peer) {
     const link = this.links.get(peer?.peer_id);
     if (link === undefined) return;
-    const { name, caps } = await this.unseal(peer);
-    link.name = name;
-    link.capabilities = caps;
+    this.applyProfile(link, await this.unseal(peer));
+    link.away = false;
     this.emitEvent("peers");
   }
 
@@ -245,6 +304,9 @@ export class P2PClient extends EventTarget {
     if (link === undefined) return;
     this.links.delete(peer.peer_id);
     link.close();
+    if ((link.presence === "here" || link.presence === "announced") && !link.secretMismatch) {
+      this.emitEvent("presence", { peerId: link.peerId, name: link.name, what: "left" });
+    }
     for (const t of this.transfers.values()) {
       if (t.peerId === link.peerId) this.fail(t, "cancelled", `${link.name} left`, false);
     }
@@ -500,6 +562,7 @@ export class P2PClient extends EventTarget {
 
   fail(t, state, reason, notify) {
     if (!t.finish(state, reason)) return;
+    t.endedAt = performance.now();
     if (notify) this.sendControl(t, "file-cancel", { reason });
     t.sink?.abort().catch(() => {}); // nothing half-written keeps the chosen name
     t.sink = null;
@@ -517,6 +580,10 @@ export class P2PClient extends EventTarget {
       return;
     }
     const t = this.transfers.get(chunk.id);
+    if (t !== undefined && t.direction === "in" && t.peerId === link.peerId && t.finished
+        && performance.now() - (t.endedAt ?? 0) < LATE_CHUNKS_MS) {
+      return; // sent before our cancel (or its failure) reached the sender: expected
+    }
     if (t === undefined || t.direction !== "in" || t.peerId !== link.peerId || t.state !== "receiving") {
       this.reportError(link.peerId, new ProtocolError(`a chunk for no transfer in progress (${chunk.id})`));
       return;
@@ -681,6 +748,14 @@ export class P2PClient extends EventTarget {
   }
 
   // ----------------------------------------------------------------- leave
+  /** Drop everything at once, telling nobody (a join that failed half-way). */
+  close() {
+    this.closing = true;
+    clearInterval(this.pinger);
+    for (const link of this.links.values()) link.close();
+    this.socket?.disconnect();
+  }
+
   /** Settle every link (our acks out, theirs in), tell the server, close. */
   async leave() {
     if (this.closing) return;

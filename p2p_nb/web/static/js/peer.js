@@ -22,6 +22,7 @@ export const POLICY = {
   relayAfter: 2, // failed direct attempts before the offerer asks for a relay
 };
 const MAX_OUTBOX = 1000;
+const AWAY_RETRY = 2000;
 const MAX_UNACKED = 10000;
 const ACK_DELAY = 50;
 const PER_CHANNEL = new Set(["ping", "pong", "chat-ack", "mesh-report", "safety-reveal", "relay-open"]);
@@ -59,6 +60,8 @@ export class PeerLink {
     this.initiator = client.peerId < peerId;
     this.state = "new";
     this.reason = null;
+    this.away = false; // the server holds the peer's slot while its connection is down
+    this.secretMismatch = false; // the peer and we do not share the room secret
     this.pc = null;
     this.channel = null;
     this.ready = false; // the channel is open and its first frames (safety reveal) are out
@@ -106,7 +109,10 @@ export class PeerLink {
     const old = this.state;
     this.state = state;
     if (reason !== null) this.reason = reason;
-    if (OPEN_STATES.has(state)) this.lastHeard = performance.now();
+    if (OPEN_STATES.has(state)) {
+      this.lastHeard = performance.now();
+      this.away = false;
+    }
     this.notify();
     this.client.linkChanged(this, old);
   }
@@ -273,8 +279,33 @@ export class PeerLink {
   // ------------------------------------------------------------- signals
   enqueue(signal) {
     this.chain = this.chain.then(() => this.handle(signal)).catch((exc) => {
+      if (exc?.code === "unknown_peer" && /is reconnecting/.test(exc.message)) {
+        this.stepAway();
+        return;
+      }
       this.client.reportError(this.peerId, exc instanceof Error ? exc : new Error(String(exc)));
     });
+  }
+
+  /** The server keeps the peer's slot while its connection is down (its
+   * grace period, docs/protocol.md section 1, "Resume"): it is away, not in
+   * error. Try again in a while; peer_left ends it if it does not come back. */
+  stepAway() {
+    if (this.state === "closed") return;
+    const first = !this.away;
+    this.away = true;
+    this.closePc();
+    if (first) this.client.linkChanged(this, this.state);
+    this.later(() => {
+      if (this.state === "closed" || !this.away) return;
+      this.away = false;
+      this.attempts = 0;
+      if (this.initiator) this.enqueue({ type: "_offer" });
+      else this.client.sendSignal(this.peerId, { type: "invite" }).catch((exc) => {
+        if (exc?.code === "unknown_peer") this.stepAway();
+      });
+      this.client.linkChanged(this, this.state);
+    }, AWAY_RETRY);
   }
 
   start() {
@@ -303,7 +334,7 @@ export class PeerLink {
       this.closePc();
       this.unauthenticated(new RoomSecretError(
         `${this.name} refused the room authenticator of our ${this.initiator ? "offer" : "answer"}: `
-        + "it does not have this room's secret (or someone in between altered it)"));
+        + "one of us has another room secret (or someone in between altered it)"));
     } else if (kind === "refuse") {
       this.closePc();
       this.setState("limited", "the peer's max_connections");
@@ -425,9 +456,13 @@ export class PeerLink {
     }
   }
 
+  /** The peer and we do not share the room secret: the link stays closed.
+   * Not an error line per link: the page shows the row's state, and says
+   * once, if it is our secret, to check it. */
   unauthenticated(exc) {
-    this.client.reportError(this.peerId, exc);
-    this.setState("lost", exc.message);
+    this.client.log(`link to ${this.name}: ${exc.message}`);
+    this.secretMismatch = true;
+    this.setState("lost", "another room secret");
     this.closePc();
   }
 

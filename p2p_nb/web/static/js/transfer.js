@@ -164,3 +164,34 @@ export function formatBytes(n) {
 export function formatRate(bytesPerSecond) {
   return `${formatBytes(bytesPerSecond)}/s`;
 }
+
+/** Types that run code when opened (or render active content in a browser):
+ * a received file of these is never downloaded by itself; the user clicks. */
+export const RISKY_EXTENSIONS = new Set([
+  "exe", "bat", "cmd", "com", "scr", "pif", "lnk", "hta", "js", "jse", "mjs", "vbs", "vbe", "wsf",
+  "msi", "msp", "ps1", "jar", "reg", "desktop", "html", "htm", "xhtml", "mht", "svg", "svgz",
+]);
+
+/** Does `name` (a name as saved, see safeFileName) end in a risky extension? */
+export function isRiskyFileName(name) {
+  const dot = name.lastIndexOf(".");
+  return dot >= 0 && RISKY_EXTENSIONS.has(name.slice(dot + 1).toLowerCase());
+}
+
+/** Below this size a transfer's rate says nothing (it is the link's set-up time). */
+export const MIN_RATE_BYTES = 1e6;
+
+/** What a transfer's row says about it: each word once ("cancelled", not
+ * "cancelled: cancelled"), and a rate only when there is one worth reading. */
+export function transferStatus(t) {
+  const showRate = t.size >= MIN_RATE_BYTES && t.rate() > 0;
+  if (t.state === "hashing") return `computing SHA-256 (${Math.round(100 * t.fraction())} %)`;
+  if (t.state === "sending" || t.state === "receiving") {
+    const done = `${t.state} ${formatBytes(t.bytes)} of ${formatBytes(t.size)}`;
+    return showRate ? `${done}, ${formatRate(t.rate())}` : done;
+  }
+  if (t.state === "done") return showRate ? `done, ${formatRate(t.rate())}` : "done";
+  const reason = String(t.reason ?? "").trim();
+  if (!reason || reason === t.state || reason === t.state.replace(/ed$/, "")) return t.state;
+  return `${t.state} (${reason.replace(new RegExp(`^${t.state}:?\\s*`), "")})`;
+}
