@@ -14,7 +14,7 @@ import pytest
 
 from p2p_nb.app import P2PApp
 from p2p_nb.errors import RoomSecretError
-from p2p_nb.roomkey import RoomKey
+from p2p_nb.roomkey import RoomKey, sdp_identity
 
 from .conftest import RunningServer, start_server
 from .test_mesh import wait_mesh
@@ -326,3 +326,63 @@ def test_a_profile_opens_only_for_its_peer_and_its_room() -> None:
         RoomKey.derive("other", SECRET).open_profile("aaaa", sealed)
     with pytest.raises(RoomSecretError):
         key.open_profile("aaaa", {"sealed": "!!"})
+
+
+APPENDED_ICE = "a=ice-ufrag:Evil\r\na=ice-pwd:EvilEvilEvilEvilEvilEv\r\n"
+"""docs/protocol.md ("Authenticator"): a second pair of ICE credentials."""
+
+
+async def test_a_description_with_a_second_set_of_ice_credentials_is_refused() -> None:
+    """aiortc uses the last ``a=ice-ufrag``/``a=ice-pwd`` of a media section;
+    the authenticator covers one set. A server that appends its own pair to an
+    authenticated offer (so aiortc would answer the server's ICE agent) gets
+    the offer refused, as it would one with a doubled fingerprint."""
+    from aiortc import RTCPeerConnection
+    from aiortc.sdp import SessionDescription
+
+    pc = RTCPeerConnection()
+    try:
+        pc.createDataChannel("p2p-nb")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+    finally:
+        await pc.close()
+    key = RoomKey.derive("team", SECRET)
+    offer = {"type": "offer", "sdp": sdp, "attempt": "00" * 8}
+    good = {**offer, "auth": key.authenticate("aaaa", "bbbb", offer)}
+    key.check("aaaa", "bbbb", good)
+    altered = {**good, "sdp": sdp + APPENDED_ICE}
+    # what the attack buys: aiortc would take the appended credentials
+    assert SessionDescription.parse(altered["sdp"]).media[0].ice.usernameFragment == "Evil"
+    with pytest.raises(RoomSecretError, match="repeats a=ice-ufrag"):
+        key.check("aaaa", "bbbb", altered)
+    fingerprint = next(line for line in sdp.splitlines() if line.startswith("a=fingerprint:"))
+    doubled = {**good, "sdp": f"{sdp}{fingerprint.replace(':', ': ', 1)}\r\n"}
+    with pytest.raises(RoomSecretError, match="repeats a=fingerprint"):
+        key.check("aaaa", "bbbb", doubled)
+    # credentials given in the session part and, differently, in the media section
+    session, media = sdp.split("\r\nm=", 1)
+    moved = {**good, "sdp": session + "\r\na=ice-ufrag:Evil\r\nm=" + media}
+    with pytest.raises(RoomSecretError, match="2 different a=ice-ufrag"):
+        key.check("aaaa", "bbbb", moved)
+
+
+def test_the_published_vector_with_appended_ice_credentials_is_refused() -> None:
+    """docs/protocol.md ("Room secret"): the vector's offer with a second pair
+    appended fails the check even with the vector's own authenticator."""
+    key = RoomKey.derive("team", SECRET)
+    offer = {
+        "type": "offer",
+        "sdp": "v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:sha-256 AA:BB\r\n",
+        "attempt": "00" * 8,
+        "commit": "11" * 32,
+        "auth": VECTOR["auth"],
+    }
+    key.check("aaaa", "bbbb", offer)
+    with pytest.raises(RoomSecretError, match="refused: its SDP repeats a=ice-ufrag"):
+        key.check("aaaa", "bbbb", {**offer, "sdp": offer["sdp"] + APPENDED_ICE})
+    # in another m= section the same values are fine (a bundle), others are not
+    section = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:"
+    assert sdp_identity(offer["sdp"] + section + "Uf\r\n")["ice_ufrag"] == "Uf"
+    with pytest.raises(RoomSecretError, match="2 different a=ice-ufrag"):
+        sdp_identity(offer["sdp"] + section + "Ev\r\n")

@@ -167,8 +167,32 @@ test("room key: secrets of 8 to 1024 characters", async () => {
 });
 
 test("room key: SDP identity as Python's splitlines and strip", () => {
-  eq(roomkey.sdpIdentity("a=fingerprint:sha-256 AA\na=ice-ufrag: u \r\na=ice-ufrag:second\ra=ice-pwd:p\r\na=fingerprint: SHA-256 BB "),
-    { fingerprints: ["sha-256 aa", "sha-256 bb"], iceUfrag: "u", icePwd: "p" });
+  eq(roomkey.sdpIdentity("a=fingerprint:sha-256 AA\na=ice-ufrag: u\x1f \r\na=ice-pwd:p\ufeff\ra=fingerprint: SHA-512 BB "),
+    { fingerprints: ["sha-256 aa", "sha-512 bb"], iceUfrag: "u", icePwd: "p\ufeff" });
+  // the same credentials again in another m= section (a bundle) are one set
+  eq(roomkey.sdpIdentity(`${SDP}m=application 9 x y\r\na=ice-ufrag:Uf\r\na=fingerprint:sha-256 AA:BB\r\n`).iceUfrag, "Uf");
+});
+
+test("room key: an SDP with a second set of ICE credentials or a repeated fingerprint is refused", async () => {
+  // docs/protocol.md ("Authenticator"): aiortc would use the appended pair
+  const appended = "a=ice-ufrag:Evil\r\na=ice-pwd:EvilEvilEvilEvilEvilEv\r\n";
+  const key = await roomkey.RoomKey.derive("team", "correct horse battery staple");
+  const offer = {
+    type: "offer", sdp: SDP, attempt: "0".repeat(16), commit: "11".repeat(32),
+    auth: "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda",
+  };
+  await key.check("aaaa", "bbbb", offer);
+  await rejects(key.check("aaaa", "bbbb", { ...offer, sdp: SDP + appended }), roomkey.RoomSecretError, "appended");
+  const bad = [
+    SDP + appended,
+    `${SDP}a=fingerprint:SHA-256 CC:DD\r\n`,
+    `${SDP}m=application 9 x y\r\na=ice-ufrag:Ev\r\n`,
+    `${SDP}m=application 9 x y\r\na=ice-pwd:Pw\r\na=ice-pwd:Pw\r\n`,
+  ];
+  for (const sdp of bad) {
+    const exc = throws(() => roomkey.sdpIdentity(sdp), roomkey.RoomSecretError, sdp);
+    if (!exc.message.startsWith("its SDP")) throw new Error(exc.message);
+  }
 });
 
 // --- transfer state -------------------------------------------------------------------
