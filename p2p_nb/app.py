@@ -49,7 +49,7 @@ from .invite import Invite, format_invite, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
-from .names import MAX_NAME_CHARS, NameProblem, clean_name
+from .names import MAX_NAME_CHARS, NameProblem, RoomNames, clean_name
 from .netthread import NetworkThread
 from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
@@ -202,6 +202,8 @@ class P2PApp:
         self._room_secret: str | None = None
         """The secret we joined with (never sent; put in the invites we make)."""
         self._invite: Invite | None = None
+        self._names: RoomNames | None = None
+        """In a room with a secret: the names we show, unique by our own check."""
         self._public_url: str | None = None
         self._certificate = StableCertificate()
         """One DTLS certificate for all our connections: reconnects keep their safety code."""
@@ -401,19 +403,49 @@ class P2PApp:
     def _unseal(self, peer: RemotePeer) -> RemotePeer:
         """A peer as the server introduced it, with its sealed profile opened (in
         a room with a secret); a profile that does not open is reported and the
-        peer keeps its pseudonym and default capabilities."""
+        peer keeps its pseudonym and default capabilities. Either way the name
+        shown passes this member's uniqueness check (:class:`RoomNames`)."""
         if self._room_key is None:
             return peer
+        name, caps = peer.name, peer.capabilities
         try:
             opened = self._room_key.open_profile(peer.peer_id, peer.capabilities)
-            if opened is None:
-                return peer
-            name, caps = opened
-            name = clean_name(name, MAX_NAME_CHARS)
+            if opened is not None:
+                name, caps = opened
+                name = clean_name(name, MAX_NAME_CHARS)
         except (RoomSecretError, NameProblem) as exc:
             self._emit("error", peer.peer_id, RoomSecretError(str(exc)))
-            return dataclasses.replace(peer, capabilities={})
-        return dataclasses.replace(peer, name=name, capabilities=caps)
+            name, caps = peer.name, {}
+        shown = self._show_name(peer.peer_id, name)
+        return dataclasses.replace(peer, name=shown, capabilities=caps)
+
+    def _show_name(self, peer_id: str, name: str) -> str:
+        """What to show for ``peer_id`` claiming ``name``; a claim of a name
+        already shown is refused, once, with an ``error`` event (NameRefused)."""
+        if self._names is None:
+            return name
+        shown, holder = self._names.claim(peer_id, name)
+        if holder is not None:
+            whose = "yours" if holder == self.peer_id else f"already shown for {holder}"
+            message = (
+                f"{peer_id} claims the name {name!r}, which is {whose} in this room: "
+                f"it is shown as {shown!r} (in a room with a secret every member checks names)"
+            )
+            self._emit("error", peer_id, NameRefused(message, "name_taken"))
+        return shown
+
+    def _rename(self, peer_id: str, name: str) -> None:
+        """A peer's shown name changed (its profile arrived, or a name it was
+        refused became free): the roster, its link and a ``peer_updated`` say so."""
+        known = self._peers.get(peer_id)
+        if known is None or known.name == name:
+            return
+        self._peers[peer_id] = dataclasses.replace(known, name=name)
+        link = self._mesh.links.get(peer_id) if self._mesh is not None else None
+        if link is not None:
+            link.name = name
+        caps = self._remote_caps.get(peer_id, Capabilities())
+        self._emit("peer_updated", peer_id, {"name": name, "capabilities": caps})
 
     @_networked
     async def create_invite(self, ttl: float = DEFAULT_INVITE_TTL) -> str:
@@ -469,6 +501,7 @@ class P2PApp:
 
     def _enter_room(self, result: JoinResult) -> None:
         self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
+        self._names = RoomNames(result.peer_id, result.name) if self._room_key else None
         self._relay_allowed = result.relay
         self._mesh = Mesh(
             result.peer_id,
@@ -1028,13 +1061,9 @@ class P2PApp:
             return
         if peer.peer_id in self._peers:
             peer = self._unseal(peer)
-            known = self._peers[peer.peer_id]
-            if peer.name != known.name and self._room_key is not None:
+            if self._room_key is not None:
                 # a sealed profile arrived after the peer's join: its real name
-                self._peers[peer.peer_id] = dataclasses.replace(known, name=peer.name)
-                link = self._mesh.links.get(peer.peer_id) if self._mesh is not None else None
-                if link is not None:
-                    link.name = peer.name
+                self._rename(peer.peer_id, peer.name)
             self._set_remote_caps(peer.peer_id, peer.capabilities, announce=True)
 
     def _on_relay(self, from_id: str, data: str | bytes) -> None:
@@ -1149,6 +1178,9 @@ class P2PApp:
             return
         self._unconfirmed.discard(peer_id)
         peer = self._peers.pop(peer_id)
+        if self._names is not None:  # a name it held may go to one refused it
+            for other, name in self._names.forget(peer_id):
+                self._rename(other, name)
         mesh = self._mesh
 
         async def drop() -> None:

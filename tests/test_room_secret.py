@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from p2p_nb.app import P2PApp
-from p2p_nb.errors import RoomSecretError
+from p2p_nb.errors import NameRefused, RoomSecretError
+from p2p_nb.names import REFUSED_MARK
 from p2p_nb.roomkey import RoomKey, sdp_identity
 
 from .conftest import RunningServer, start_server
@@ -386,3 +387,56 @@ def test_the_published_vector_with_appended_ice_credentials_is_refused() -> None
     assert sdp_identity(offer["sdp"] + section + "Uf\r\n")["ice_ufrag"] == "Uf"
     with pytest.raises(RoomSecretError, match="2 different a=ice-ufrag"):
         sdp_identity(offer["sdp"] + section + "Ev\r\n")
+
+
+async def test_a_guest_that_claims_a_members_name_is_not_shown_under_it(
+    signal_server: RunningServer,
+) -> None:
+    """The server sees pseudonyms only, so in a room with a secret each member
+    checks names: an invite guest whose sealed profile says "ana" (the host's
+    name) or "BEN" (another member's, in another case) is shown by neither as
+    that name, each sees a NameRefused, and the guest still chats, under the
+    mark. When the real ben leaves, the name goes to the guest after all."""
+    async with members(signal_server, ("ana", SECRET), ("ben", SECRET)) as (ana, ben):
+        link = await ana.create_invite(ttl=600)
+        errors = {app: app.events("error") for app in (ana, ben)}
+        for claimed, other in (("ana", ben), ("BEN", ana)):
+            guest = await P2PApp.connect(invite=link, thread=False)
+            try:
+                await guest.join_room(name=claimed)
+                gid = guest.peer_id or ""
+                mark = REFUSED_MARK + gid
+                await wait_mesh([ana, ben, guest])
+                for app in (ana, ben):
+                    await wait_for_name(app, gid, mark)
+                    refused = await errors[app].wait_for(
+                        "error", lambda e, g=gid: isinstance(e.data, NameRefused) and e.peer_id == g
+                    )
+                    assert refused.data.code == "name_taken"
+                    assert repr(claimed) in str(refused.data)
+                inbox = other.events("message")
+                await guest.send_message("it's me, honest")
+                got = await inbox.get(timeout=10)
+                assert (got.data.text, got.data.sender_name) == ("it's me, honest", mark)
+                assert ana.peers[ben.peer_id or ""].name == "ben"
+            finally:
+                if claimed == "ana":
+                    await guest.disconnect()
+        # guest "BEN" is still in: once ben has left, ana shows the name for it
+        await ben.leave_room()
+        assert (await wait_for_name(ana, gid, "BEN")).name == "BEN"
+        await guest.disconnect()
+
+
+async def test_a_peer_without_the_secret_cannot_take_a_name_through_the_server(
+    signal_server: RunningServer,
+) -> None:
+    """Without a sealed profile, the name the server holds is what members
+    would show; the server checked it only against pseudonyms."""
+    async with (
+        members(signal_server, ("ana", SECRET)) as (ana,),
+        members(signal_server, ("Ana", None)) as (mallory,),
+    ):
+        mid = mallory.peer_id or ""
+        got = await wait_for_name(ana, mid, REFUSED_MARK + mid)
+        assert got.name != "Ana"
