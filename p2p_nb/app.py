@@ -45,7 +45,7 @@ from .errors import (
 from .events import Event, EventBus, EventStream, Handler
 from .files import safe_file_name
 from .ice import StableCertificate
-from .invite import Invite, format_invite, parse_invite
+from .invite import Invite, format_invite, invite_server_url, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
@@ -263,7 +263,8 @@ class P2PApp:
         :class:`~p2p_nb.errors.AuthError` with the server's reason for one it
         refuses (expired, revoked, altered, another server). ``public_url``: the
         base URL others reach this signaling service at, for the invites we make
-        (default: ``$P2P_NB_PUBLIC_URL``, else what the server says, else ``url``).
+        (default: ``$P2P_NB_PUBLIC_URL``, else ``url``; the address a server's
+        invite reply names is not taken from it, see docs/protocol.md section 7).
 
         Without ``url`` the Jupyter server this kernel runs under is used (its
         URL and token are discovered). ``ice_servers`` defaults to none: peers
@@ -462,7 +463,7 @@ class P2PApp:
         if self.room is None:
             raise SignalingError("join a room before inviting to it", "not_joined")
         reply = await self._require_signaling().create_invite(ttl)
-        server = self._public_url or reply.get("server_url") or self.url
+        server = invite_server_url(self.url, self._public_url, reply.get("server_url"))
         link = format_invite(
             str(server), str(reply["room"]), str(reply["token"]), self._room_secret
         )

@@ -11,11 +11,14 @@ never into a URL the client contacts. Pure: no I/O.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .errors import InviteError
+
+log = logging.getLogger(__name__)
 
 JOIN_PATH = "p2p/join"
 INVITE_PREFIX = "inv1."
@@ -53,6 +56,47 @@ def check_server_url(server_url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InviteError(f"an invite needs an http(s) server URL, not {server_url!r}")
     return server_url
+
+
+def same_server(a: str, b: str) -> bool:
+    """Whether two base URLs name the same service: scheme and host compared
+    without case, default ports and a trailing ``/`` ignored."""
+
+    def norm(url: str) -> tuple[str, str, int | None, str]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            return (url, "", None, "")
+        if port == {"http": 80, "https": 443}.get(scheme):
+            port = None
+        return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+    return norm(a) == norm(b)
+
+
+def invite_server_url(connected: str, public_url: str | None, claimed: object) -> str:
+    """The base URL a host's invite names: ``public_url`` when the host was
+    given one (``connect(public_url=...)``, ``$P2P_NB_PUBLIC_URL``: from the
+    user, or from their own Jupyter server for its kernels); else the URL we
+    connected to. What the server's invite reply claims (``server_url``) is
+    never taken: a signaling server could name another address, whose page
+    would read the room secret from the link. A claim that differs from the
+    URL we connected to is logged (a warning on logger ``p2p_nb.invite``), so
+    a host behind a proxy learns what to pass as ``public_url``."""
+    if public_url:
+        return public_url
+    if isinstance(claimed, str) and claimed and not same_server(claimed, connected):
+        log.warning(
+            "the signaling server says others reach it at %r, not at %r where we "
+            "connected; the invite names %r (pass public_url=... or set "
+            "P2P_NB_PUBLIC_URL if that address is right)",
+            claimed,
+            connected,
+            connected,
+        )
+    return connected
 
 
 def format_invite(server_url: str, room: str, token: str, secret: str | None) -> str:

@@ -14,7 +14,7 @@ import pytest
 from p2p_nb import AuthError, InviteError, new_room_secret
 from p2p_nb.app import PUBLIC_URL_ENV, P2PApp
 from p2p_nb.errors import RoomSecretError
-from p2p_nb.invite import parse_invite
+from p2p_nb.invite import parse_invite, same_server
 
 from .conftest import RunningServer, spawn_signal_server, start_server, stop_process
 from .jupyter_server import JupyterServer, run_jupyter_server
@@ -220,13 +220,21 @@ async def test_an_invite_without_the_room_secret_is_refused_by_the_members(
             await mallory.disconnect()
 
 
-async def test_invites_name_the_public_url_set_by_the_server_the_env_or_the_caller(
-    monkeypatch: pytest.MonkeyPatch,
+def invite_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "p2p_nb.invite"]
+
+
+async def test_invites_name_the_callers_public_url_never_the_servers_claim(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Behind a proxy or a tunnel: ``create_app(public_url=...)`` (the standalone
-    ``--public-url``) names the address invites carry; ``$P2P_NB_PUBLIC_URL``
-    and ``connect(public_url=...)`` override it, in that order."""
+    """Behind a proxy or a tunnel: ``$P2P_NB_PUBLIC_URL`` (set by one's own
+    Jupyter server for its kernels) and ``connect(public_url=...)`` name the
+    address invites carry, in that order. The server's own claim
+    (``create_app(public_url=...)``, the standalone ``--public-url``) is not
+    taken when it is not where we connected: a hostile server would send the
+    guests, and the room secret in their links, to a page of its choice."""
     monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
+    caplog.set_level(logging.WARNING, logger="p2p_nb.invite")
     server = await start_server(public_url="https://p2p.example.org/base/")
     apps: list[P2PApp] = []
     try:
@@ -238,7 +246,11 @@ async def test_invites_name_the_public_url_set_by_the_server_the_env_or_the_call
             return await app.create_invite()
 
         link = await invite_of("ana")
-        assert link.startswith("https://p2p.example.org/base/p2p/join?room=team&invite=inv1.")
+        assert link.startswith(server.url + "p2p/join?room=team&invite=inv1.")
+        assert "p2p.example.org" not in link
+        (warning,) = invite_warnings(caplog)
+        assert "https://p2p.example.org/base/" in warning
+        assert "public_url" in warning
         monkeypatch.setenv(PUBLIC_URL_ENV, "https://env.example.org/")
         link = await invite_of("ben")
         assert link.startswith("https://env.example.org/p2p/join?room=team&invite=inv1.")
@@ -257,21 +269,32 @@ async def test_invites_name_the_public_url_set_by_the_server_the_env_or_the_call
         await server.stop()
 
 
-async def test_the_standalone_server_names_its_public_url_in_invites(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_the_standalone_servers_public_url_is_taken_only_where_we_connected(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
+    caplog.set_level(logging.WARNING, logger="p2p_nb.invite")
     server = await spawn_signal_server("--public-url", "https://signal.example.org/")
     try:
         app = await P2PApp.connect(server.url, server.token, thread=False)
         try:
             await app.join_room("team", name="ana")
             link = await app.create_invite()
-            assert link.startswith("https://signal.example.org/p2p/join?room=team&invite=inv1.")
+            assert link.startswith(server.url + "p2p/join?room=team&invite=inv1.")
+            assert "https://signal.example.org/" in invite_warnings(caplog)[0]
         finally:
             await app.disconnect()
     finally:
         await stop_process(server.process)
+
+
+def test_the_same_server_under_other_spellings() -> None:
+    assert same_server("HTTP://Host:80/base", "http://host/base/")
+    assert same_server("https://h:443/", "https://h")
+    assert not same_server("https://h/", "http://h/")
+    assert not same_server("https://h/a/", "https://h/b/")
+    assert not same_server("https://h:8443/", "https://h/")
+    assert not same_server("https://evil.example/?h", "https://h/")
 
 
 @pytest.mark.parametrize("bad", ["p2p.example.org/base/", "ftp://p2p.example.org/", "https://"])
