@@ -452,11 +452,12 @@ class P2PApp:
     async def create_invite(self, ttl: float = DEFAULT_INVITE_TTL) -> str:
         """An invite link to our room, valid ``ttl`` seconds (60 s to 30 days;
         default one day), for anyone to join with ``P2PApp.connect(invite=...)``
-        from any machine that reaches this signaling service. It carries the
-        room secret after ``#`` (never sent to a server), if the room has one:
-        join with ``secret=p2p_nb.new_room_secret()`` to keep the signaling
-        operator out. In a room joined without a secret the link has no ``#``
-        part, so whoever runs the signaling server could sit in the middle of
+        from any machine that reaches this signaling service. The room, the
+        invite token and the room secret (if the room has one) are after
+        ``#``, which is never sent to a server: join with
+        ``secret=p2p_nb.new_room_secret()`` to keep the signaling operator
+        out. In a room joined without a secret the link has no ``secret=``,
+        so whoever runs the signaling server could sit in the middle of
         the guest's links (only comparing safety codes shows it): a warning is
         logged (logger ``p2p_nb.app``) each time. Revoke it with
         :meth:`revoke_invite`."""

@@ -1,12 +1,18 @@
 """Invite links: what a room member sends a colleague so they can join.
 
-``http(s)://<signaling host>/<base>p2p/join?room=<room>&invite=<token>#<room secret>``
+``http(s)://<signaling host>/<base>p2p/join#room=<room>&invite=<token>&secret=<room secret>``
 
-The query names the room and carries the invite token, which the signaling
-server checks (it grants joining that one room, until it expires or is
-revoked, and nothing else). The fragment is the room secret: a browser never
-sends a fragment to a server, and this module hands it to the caller only,
-never into a URL the client contacts. Pure: no I/O.
+Everything is in the fragment, which a browser never sends to a server (nor
+puts in a ``Referer``), so neither the invite token nor the room secret lands
+in the access logs of the server or of a proxy in front of it. The invite
+token is the credential the signaling server checks (it grants joining that
+one room, until it expires or is revoked, and nothing else); the room secret
+never goes to any server: this module hands it to the caller only, never into
+a URL the client contacts. A ``server=<base URL>`` in the fragment names the
+signaling service when the page in front is another one (a client the guest
+trusts, :func:`client_link`). The first form,
+``...p2p/join?room=<room>&invite=<token>#<room secret>``, is still read.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -103,9 +109,35 @@ def format_invite(server_url: str, room: str, token: str, secret: str | None) ->
     """The invite link for a server's base URL (``http://host:8888/base/``)."""
     parts = urlsplit(check_server_url(server_url))
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    query = urlencode({"room": room, "invite": token})
-    fragment = quote(secret, safe="") if secret else ""
-    return urlunsplit((parts.scheme, parts.netloc, path + JOIN_PATH, query, fragment))
+    fields = {"room": room, "invite": token, **({"secret": secret} if secret else {})}
+    fragment = urlencode(fields, quote_via=quote)
+    return urlunsplit((parts.scheme, parts.netloc, path + JOIN_PATH, "", fragment))
+
+
+def client_link(link: str, client_url: str) -> str:
+    """The invite ``link`` opened by the web client at ``client_url`` (the base
+    URL of a server the guest trusts, e.g. its own Jupyter), which then
+    connects to the link's signaling server (``server=`` in the fragment).
+
+    Whoever serves the page a browser runs can read the room secret in the
+    fragment; this way that is the guest's own server, not the signaling
+    operator. The signaling server must let that page's origin connect (the
+    standalone server's ``--cors-origin``)."""
+    invite = parse_invite(link)
+    parts = urlsplit(check_server_url(client_url))
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    fields = {"room": invite.room, "invite": invite.token, "server": invite.server_url}
+    if invite.secret:
+        fields["secret"] = invite.secret
+    fragment = urlencode(fields, quote_via=quote)
+    return urlunsplit((parts.scheme, parts.netloc, path + JOIN_PATH, "", fragment))
+
+
+def _one(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name, [])
+    if len(values) > 1:
+        raise InviteError(f"an invite link gives {name!r} once, not {len(values)} times")
+    return values[0] if values else None
 
 
 def parse_invite(link: str) -> Invite:
@@ -117,13 +149,24 @@ def parse_invite(link: str) -> Invite:
         raise InviteError("an invite link starts with http:// or https:// and a host")
     if not parts.path.rstrip("/").endswith(JOIN_PATH):
         raise InviteError(f"an invite link's path ends with /{JOIN_PATH}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    rooms, tokens = query.get("room", []), query.get("invite", [])
-    if len(rooms) != 1 or not rooms[0]:
-        raise InviteError("an invite link names exactly one room (?room=...)")
-    if len(tokens) != 1 or not tokens[0].startswith(INVITE_PREFIX):
+    if "=" in parts.fragment:  # everything in the fragment
+        fields = parse_qs(parts.fragment, keep_blank_values=True)
+        secret = _one(fields, "secret") or None
+        server = _one(fields, "server")
+        if "invite" in parse_qs(parts.query):
+            raise InviteError("an invite link carries its token in the fragment only")
+    else:  # the first form: ?room=...&invite=...#<secret>
+        fields = parse_qs(parts.query, keep_blank_values=True)
+        secret = unquote(parts.fragment) if parts.fragment else None
+        server = None
+    room, token = _one(fields, "room"), _one(fields, "invite")
+    if not room:
+        raise InviteError("an invite link names exactly one room (#room=...)")
+    if token is None or not token.startswith(INVITE_PREFIX):
         raise InviteError(f"an invite link carries one invite token (&invite={INVITE_PREFIX}...)")
-    base_path = parts.path.rstrip("/")[: -len(JOIN_PATH)]
-    server_url = urlunsplit((parts.scheme, parts.netloc, base_path or "/", "", ""))
-    secret = unquote(parts.fragment) if parts.fragment else None
-    return Invite(server_url=server_url, room=rooms[0], token=tokens[0], secret=secret)
+    if server is not None:
+        server_url = check_server_url(server)
+    else:
+        base_path = parts.path.rstrip("/")[: -len(JOIN_PATH)]
+        server_url = urlunsplit((parts.scheme, parts.netloc, base_path or "/", "", ""))
+    return Invite(server_url=server_url, room=room, token=token, secret=secret)
