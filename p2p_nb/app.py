@@ -44,13 +44,14 @@ from .errors import (
 )
 from .events import Event, EventBus, EventStream, Handler
 from .files import safe_file_name
-from .ice import StableCertificate
-from .invite import Invite, format_invite, invite_server_url, parse_invite
+from .ice import StableCertificate, sdp_fingerprint
+from .invite import Invite, format_invite, invite_server_url, new_room_secret, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
 from .names import MAX_NAME_CHARS, NameProblem, RoomNames, clean_name
 from .netthread import NetworkThread
+from .rekey import REKEY_TYPE, Rekey, RoomEpochs
 from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
@@ -204,6 +205,11 @@ class P2PApp:
         self._invite: Invite | None = None
         self._names: RoomNames | None = None
         """In a room with a secret: the names we show, unique by our own check."""
+        self._epochs: RoomEpochs | None = None
+        """In a room with a secret: its epochs (p2p_nb/rekey.py)."""
+        self._rekey_lock = asyncio.Lock()
+        self._sealed: dict[str, Any] = {}
+        """The latest sealed profile of each peer, opened again after a re-key."""
         self._public_url: str | None = None
         self._certificate = StableCertificate()
         """One DTLS certificate for all our connections: reconnects keep their safety code."""
@@ -361,9 +367,9 @@ class P2PApp:
         if room is None:
             raise ValueError("join_room needs a room (or an app connected with an invite)")
         # scrypt takes a fraction of a second: off the loop
-        self._room_key = (
-            await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
-        )
+        key = await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
+        self._epochs = RoomEpochs(key, secret) if key is not None and secret is not None else None
+        self._room_key = self._epochs.key if self._epochs is not None else None
         self._room_secret = secret
         name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
         if capabilities is not None:
@@ -409,16 +415,32 @@ class P2PApp:
         if self._room_key is None:
             return peer
         name, caps = peer.name, peer.capabilities
+        if isinstance(caps, dict) and "sealed" in caps:
+            self._sealed[peer.peer_id] = caps
         try:
             opened = self._room_key.open_profile(peer.peer_id, peer.capabilities)
             if opened is not None:
                 name, caps = opened
                 name = clean_name(name, MAX_NAME_CHARS)
         except (RoomSecretError, NameProblem) as exc:
+            known = self._peers.get(peer.peer_id)
+            if known is not None and self._sealed_before_rekey(peer):
+                # sealed with the key it had before our re-key: it re-seals on adopting
+                return dataclasses.replace(peer, name=known.name, capabilities=known.capabilities)
             self._emit("error", peer.peer_id, RoomSecretError(str(exc)))
             name, caps = peer.name, {}
         shown = self._show_name(peer.peer_id, name)
         return dataclasses.replace(peer, name=shown, capabilities=caps)
+
+    def _sealed_before_rekey(self, peer: RemotePeer) -> bool:
+        previous = self._epochs.previous if self._epochs is not None else None
+        try:
+            return (
+                previous is not None
+                and previous.open_profile(peer.peer_id, peer.capabilities) is not None
+            )
+        except RoomSecretError:
+            return False
 
     def _show_name(self, peer_id: str, name: str) -> str:
         """What to show for ``peer_id`` claiming ``name``; a claim of a name
@@ -473,11 +495,139 @@ class P2PApp:
         return link
 
     @_networked
-    async def revoke_invite(self, invite: str) -> None:
+    async def revoke_invite(self, invite: str, *, rekey: bool = True) -> None:
         """Revoke an invite we made (its link, or the token alone): nobody joins
-        with it any more, and those who came with it are disconnected."""
+        with it any more, and those who came with it are disconnected.
+
+        In a room with a secret, ``rekey`` (the default) then gives the room a
+        new secret without them (:meth:`rekey`): the secret in the revoked
+        link opens nothing any more, and invites made from then on carry the
+        new one (those made before no longer work). Which peers came with
+        the invite only the server knows: its reply names them; a server
+        that does not (or lies) is why :meth:`rekey` takes ``exclude``."""
         token = parse_invite(invite).token if "://" in invite else invite
-        await self._require_signaling().revoke_invite(token)
+        reply = await self._require_signaling().revoke_invite(token)
+        if not rekey or self._epochs is None or self.room is None:
+            return
+        guests = reply.get("peers")
+        if not isinstance(guests, list):
+            self._emit(
+                "error",
+                None,
+                RoomSecretError(
+                    "the server did not say which peers came with the revoked invite, so "
+                    "the room was not re-keyed: call rekey(exclude=[their peer ids])"
+                ),
+            )
+            return
+        await self.rekey(exclude=[g for g in guests if isinstance(g, str)])
+
+    @_networked
+    async def rekey(self, exclude: Iterable[str] = ()) -> int:
+        """Give the room a new random secret, sent only to the members we keep
+        (everyone in the room but ``exclude``) over our links to them; returns
+        the new epoch. Every member uses it from then on and closes its links
+        to the excluded; a member away meanwhile gets it when it is back over
+        a link to one that has it (docs/protocol.md, "Re-keying")."""
+        mesh = self._require_mesh()
+        if self._epochs is None or self.peer_id is None:
+            raise RoomSecretError("only a room with a secret can be re-keyed")
+        out = set(exclude)
+        async with self._rekey_lock:
+            epochs = self._epochs
+            seen = self._fingerprints(mesh)
+            members = {pid: seen.get(pid, "") for pid in self._peers if pid not in out}
+            members[self.peer_id] = seen.get(self.peer_id, "")
+            rekey = Rekey(
+                epochs.epoch + 1,
+                new_room_secret(),
+                self.peer_id,
+                members,
+                tuple(sorted(out - {self.peer_id})),
+            )
+            await self._adopt(rekey, None)
+        return rekey.epoch
+
+    def _on_rekey(self, peer_id: str, payload: dict[str, Any]) -> None:
+        try:
+            rekey = Rekey.from_payload(payload)
+        except ProtocolError as exc:
+            self._emit("error", peer_id, exc)
+            return
+        assert self._tasks is not None
+        self._tasks.spawn(self._consider_rekey(peer_id, rekey), f"rekey-{peer_id}")
+
+    async def _consider_rekey(self, sender: str, rekey: Rekey) -> None:
+        async with self._rekey_lock:
+            epochs = self._epochs
+            if epochs is None or self._mesh is None:
+                return
+            why = epochs.refuses(sender, rekey)
+            if why == "duplicate":
+                epochs.confirmed(sender)  # it has our epoch
+                return
+            if why is None and self.peer_id not in rekey.members:
+                why = "it does not name us as a member"
+            if why is not None:
+                log.info("rekey %d by %s from %s not taken: %s", rekey.epoch, rekey.by, sender, why)
+                if not why.startswith("epoch"):  # losing a race is no error
+                    self._emit("error", sender, RoomSecretError(f"a re-key refused: {why}"))
+                return
+            await self._adopt(rekey, sender)
+
+    async def _adopt(self, rekey: Rekey, sender: str | None) -> None:
+        """Make ``rekey`` the room's epoch here (under the re-key lock)."""
+        epochs, mesh, room = self._epochs, self._mesh, self.room
+        assert epochs is not None
+        assert mesh is not None
+        assert room is not None
+        key = await asyncio.to_thread(RoomKey.derive, room, rekey.secret)
+        if self._mesh is not mesh:
+            return  # we left (or rejoined) meanwhile
+        epochs.adopt(rekey, key, self.peer_id or "", self._fingerprints(mesh))
+        if sender is not None:
+            epochs.confirmed(sender)
+        self._room_key = mesh.room_key = epochs.key
+        self._room_secret = rekey.secret
+        for pid in [p for p in self._peers if p not in rekey.members]:
+            self._on_peer_left(pid, "rekeyed")  # its links close, it is out
+        self._send_rekey([p for p in rekey.members if p != self.peer_id])
+        self._emit(
+            "room_rekeyed", None, {"epoch": rekey.epoch, "by": rekey.by, "out": list(rekey.out)}
+        )
+        for pid, sealed in list(self._sealed.items()):  # profiles sealed with it already
+            if pid in self._peers:
+                self._on_peer_updated(dataclasses.replace(self._peers[pid], capabilities=sealed))
+        await self._quietly(self._send_profile())  # sealed with the new profile key
+
+    def _send_rekey(self, to: list[str]) -> None:
+        """Our epoch's ``rekey`` to these members: on an open link now, on one
+        opening when it opens; a lost link gets it when it is back (see
+        ``_on_mesh_event``). Numbered like chat: sent again after a failure."""
+        epochs, mesh = self._epochs, self._mesh
+        if epochs is None or epochs.current is None or mesh is None:
+            return
+        seq = self._seq + 1
+        wire = protocol.encode_custom(REKEY_TYPE, epochs.current.payload(), seq=seq)
+        self._seq = seq
+        for pid in to:
+            if pid in mesh.links:
+                try:
+                    mesh.send(pid, wire, seq=seq)
+                except PeerUnavailable:
+                    log.info("rekey for %s waits for its link", pid)
+
+    def _fingerprints(self, mesh: Mesh) -> dict[str, str]:
+        """Our certificate's fingerprint and each direct link's peer's, as
+        the first ``a=fingerprint`` of an SDP shows them."""
+        mine = self._certificate.current().getFingerprints()[0]
+        seen = {self.peer_id or "": f"{mine.algorithm} {mine.value}".lower()}
+        for pid, link in mesh.links.items():
+            remote = link.pc.remoteDescription if link.pc is not None else None
+            fingerprint = sdp_fingerprint(remote.sdp) if remote is not None else None
+            if fingerprint:
+                seen[pid] = fingerprint
+        return seen
 
     def _hold(self, handler: Callable[..., None], *args: Any) -> bool:
         """While a join is in flight, keep a signaling event for later (True if kept)."""
@@ -1233,6 +1383,14 @@ class P2PApp:
                 new = "connected" if data["new"] == "relayed" else data["new"]
                 self._transfers.on_peer_state(peer_id, new)
             self._emit(name, peer_id, data)
+            epochs = self._epochs
+            if (
+                name == "peer_state"
+                and data["new"] in OPEN_STATES
+                and epochs is not None
+                and peer_id in epochs.entitled
+            ):
+                self._send_rekey([peer_id])  # a member back that may not have our epoch
             if (
                 name == "peer_state"
                 and peer_id in self._unconfirmed
@@ -1292,7 +1450,9 @@ class P2PApp:
         elif isinstance(msg, protocol.UnknownMessage):
             if msg.seq is not None and not self._first_time(peer_id, msg.seq):
                 return
-            if msg.type in self._custom_types:
+            if msg.type == REKEY_TYPE and self._epochs is not None:
+                self._on_rekey(peer_id, msg.payload)
+            elif msg.type in self._custom_types:
                 payload = {
                     k: v for k, v in msg.payload.items() if k not in protocol.CUSTOM_ENVELOPE
                 }

@@ -440,3 +440,63 @@ async def test_a_peer_without_the_secret_cannot_take_a_name_through_the_server(
         mid = mallory.peer_id or ""
         got = await wait_for_name(ana, mid, REFUSED_MARK + mid)
         assert got.name != "Ana"
+
+
+async def rekeyed_to(app: P2PApp, epoch: int, timeout: float = 20) -> None:
+    stream = app.events("room_rekeyed")
+    try:
+        async with asyncio.timeout(timeout):
+            while app._epochs is None or app._epochs.epoch < epoch:
+                await stream.get()
+    finally:
+        stream.close()
+
+
+async def test_revoking_an_invite_rekeys_the_room_without_its_guest(
+    signal_server: RunningServer,
+) -> None:
+    """``revoke_invite`` re-keys by default: the members that stay agree on a
+    new secret over their links; the guest's links close; the old secret
+    (which the guest has, and could give the operator) gets a description
+    refused by every member; the members still chat, and a newcomer with an
+    invite made afterwards (carrying the new secret) connects to both."""
+    async with members(signal_server, ("ana", SECRET), ("ben", SECRET)) as (ana, ben):
+        link = await ana.create_invite(ttl=600)
+        guest = await P2PApp.connect(invite=link, thread=False)
+        try:
+            await guest.join_room(name="gus")
+            await wait_mesh([ana, ben, guest])
+            gid = guest.peer_id or ""
+            left = ben.events("peer_left")
+            errors = [app.events("error") for app in (ana, ben)]
+            await ana.revoke_invite(link)
+            await rekeyed_to(ben, 1)
+            assert ana._room_secret == ben._room_secret != SECRET
+            gone = await left.wait_for("peer_left", lambda e: e.peer_id == gid, timeout=20)
+            assert gone.data["reason"] in ("rekeyed", "disconnected", "left")
+            assert gid not in ana.peers
+            assert gid not in ben.peers
+            assert guest.connected_peers() == []
+            # nothing went wrong on the way: no refused re-key, no profile that did not open
+            assert [e.data for stream in errors for e in stream.drain()] == []
+        finally:
+            await guest.disconnect()
+        # the old secret, as the revoked guest (or an operator it told) has it:
+        # a peer the server lets in with it is refused by each member
+        async with members(signal_server, ("mallory", SECRET)) as (mallory,):
+            refused = [asyncio.ensure_future(lost_with_reason(app)) for app in (ana, ben)]
+            for change in await asyncio.gather(*refused):
+                assert "authenticator" in change["reason"]
+            assert mallory.connected_peers() == []
+        inbox = ben.events("message")
+        await ana.send_message("just us, new key")
+        assert (await inbox.get(timeout=10)).data.text == "just us, new key"
+        fresh = await ana.create_invite(ttl=600)
+        newcomer = await P2PApp.connect(invite=fresh, thread=False)
+        try:
+            await newcomer.join_room(name="cy")
+            await wait_mesh([ana, ben, newcomer])
+            assert (await wait_for_name(ben, newcomer.peer_id or "", "cy")).name == "cy"
+            assert (await wait_for_name(newcomer, ana.peer_id or "", "ana")).name == "ana"
+        finally:
+            await newcomer.disconnect()
