@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from p2p_nb.app import P2PApp
-from p2p_nb.errors import NameRefused, RoomSecretError
+from p2p_nb.errors import NameRefused, ProtocolError, RoomSecretError
 from p2p_nb.names import REFUSED_MARK
+from p2p_nb.rekey import Rekey, RoomEpochs
 from p2p_nb.roomkey import RoomKey, sdp_identity
 
 from .conftest import RunningServer, start_server
@@ -452,6 +453,16 @@ async def rekeyed_to(app: P2PApp, epoch: int, timeout: float = 20) -> None:
         stream.close()
 
 
+async def rekeyed_by(app: P2PApp, by: str, timeout: float = 20) -> None:
+    stream = app.events("room_rekeyed")
+    try:
+        async with asyncio.timeout(timeout):
+            while app._epochs is None or app._epochs.by != by:
+                await stream.get()
+    finally:
+        stream.close()
+
+
 async def test_revoking_an_invite_rekeys_the_room_without_its_guest(
     signal_server: RunningServer,
 ) -> None:
@@ -500,3 +511,116 @@ async def test_revoking_an_invite_rekeys_the_room_without_its_guest(
             assert (await wait_for_name(newcomer, ana.peer_id or "", "ana")).name == "ana"
         finally:
             await newcomer.disconnect()
+
+
+async def test_two_rekeys_at_once_end_in_one_secret(signal_server: RunningServer) -> None:
+    """Concurrent re-keys at the same epoch: the smaller initiator id wins,
+    at every member, and the room goes on under it."""
+    async with members(signal_server, ("ana", SECRET), ("ben", SECRET), ("cy", SECRET)) as apps:
+        await wait_mesh(apps)
+        ana, ben, cy = apps
+        assert await asyncio.gather(ana.rekey(), ben.rekey()) == [1, 1]
+        winner = min((ana, ben), key=lambda app: app.peer_id or "")
+        for app in apps:
+            await rekeyed_to(app, 1)
+        for app in apps:
+            await rekeyed_by(app, winner.peer_id or "")
+        assert len({app._room_secret for app in apps}) == 1
+        inbox = cy.events("message")
+        await ana.send_message("one key")
+        assert (await inbox.get(timeout=10)).data.text == "one key"
+
+
+async def test_a_member_that_missed_the_rekey_gets_it_when_its_link_is_back(
+    signal_server: RunningServer,
+) -> None:
+    """cy misses the re-key (it drops the message); when its link to ana is
+    made again, the descriptions use the old key, which ana accepts only with
+    cy's recorded fingerprint, and ana hands it the new epoch first thing."""
+    async with members(signal_server, ("ana", SECRET), ("ben", SECRET), ("cy", SECRET)) as apps:
+        await wait_mesh(apps)
+        ana, ben, cy = apps
+        dropped: list[str] = []
+        on_rekey = cy._on_rekey
+        cy._on_rekey = lambda peer_id, payload: dropped.append(peer_id)  # type: ignore[method-assign]
+        await ana.rekey()
+        await rekeyed_to(ben, 1)
+        async with asyncio.timeout(20):
+            while len(dropped) < 2:  # from ana, and handed on by ben
+                await asyncio.sleep(0.01)  # the drops are plain calls: poll them
+        assert cy._epochs is not None
+        assert cy._epochs.epoch == 0
+        cy._on_rekey = on_rekey  # type: ignore[method-assign]
+        back = ana.events("peer_state")
+        link = ana._mesh.links[cy.peer_id or ""] if ana._mesh else None
+        assert link is not None
+        assert link.pc is not None
+        await link.pc.close()  # the link fails, as a network outage would make it
+        await back.wait_for("peer_state", lambda e: e.data["new"] == "reconnecting", timeout=20)
+        await rekeyed_to(cy, 1)
+        assert cy._room_secret == ana._room_secret != SECRET
+        await wait_mesh(apps)
+        inbox = ben.events("message")
+        await cy.send_message("back, with the new key")
+        assert (await inbox.get(timeout=10)).data.text == "back, with the new key"
+
+
+def test_rekey_messages_are_checked_and_ordered() -> None:
+    """docs/protocol.md ("Re-keying"): the fields, the winner of two re-keys,
+    and the bans a re-key leaves."""
+    members_ = {"aaaa": "sha-256 aa", "bbbb": "", "cccc": "sha-256 cc"}
+    good = {"epoch": 1, "secret": "s" * 43, "by": "bbbb", "members": members_, "out": ["gggg"]}
+    rekey = Rekey.from_payload(good)
+    assert "s" * 43 not in repr(rekey)
+    assert Rekey.from_payload(rekey.payload()) == rekey
+    for bad in (
+        {**good, "epoch": 0},
+        {**good, "epoch": True},
+        {**good, "epoch": 2**53},
+        {**good, "secret": "short"},
+        {**good, "by": "dddd"},  # not a member
+        {**good, "by": "x y"},
+        {**good, "members": {}},
+        {**good, "members": {"bbbb": 1}},
+        {**good, "out": ["aaaa"]},  # a member and out
+        {**good, "out": "gggg"},
+    ):
+        with pytest.raises(ProtocolError, match="rekey"):
+            Rekey.from_payload(bad)
+    assert rekey.supersedes(0, "")
+    assert rekey.supersedes(1, "cccc")  # same epoch: the smaller initiator
+    assert not rekey.supersedes(1, "aaaa")
+    assert not rekey.supersedes(2, "cccc")
+
+
+def test_epochs_refuse_the_excluded_and_let_back_only_the_recorded_certificate() -> None:
+    old = RoomKey.derive("team", SECRET)
+    epochs = RoomEpochs(old, SECRET)
+    members_ = {"aaaa": "sha-256 aa:aa", "bbbb": "sha-256 bb:bb", "cccc": ""}
+    rekey = Rekey(1, "n" * 43, "aaaa", members_, ("gggg",))
+    assert epochs.refuses("aaaa", rekey) is None
+    epochs.adopt(rekey, RoomKey.derive("team", "n" * 43), "bbbb", {})
+    assert epochs.refuses("aaaa", rekey) == "duplicate"
+    # the excluded guest's own re-key, or one naming it, is never taken
+    theirs = Rekey(2, "m" * 43, "gggg", {"gggg": ""}, ())
+    assert epochs.refuses("gggg", theirs) is not None
+    assert epochs.refuses("aaaa", Rekey(2, "m" * 43, "aaaa", {"aaaa": "", "gggg": ""})) is not None
+
+    def offer(sdp_fp: str, key: RoomKey, sender: str) -> dict[str, Any]:
+        sdp = f"v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:{sdp_fp}\r\n"
+        signal = {"type": "offer", "sdp": sdp}
+        return {**signal, "auth": key.authenticate(sender, "bbbb", signal)}
+
+    # aaaa missed nothing here, but its old-key offer with its own certificate passes
+    epochs.key.check("aaaa", "bbbb", offer("sha-256 AA:AA", old, "aaaa"))
+    # with another certificate (the revoked guest, given aaaa's id by the server) it does not
+    with pytest.raises(RoomSecretError):
+        epochs.key.check("aaaa", "bbbb", offer("sha-256 EE:EE", old, "aaaa"))
+    with pytest.raises(RoomSecretError):  # no fingerprint recorded: no way back
+        epochs.key.check("cccc", "bbbb", offer("sha-256 CC:CC", old, "cccc"))
+    with pytest.raises(RoomSecretError):  # not a member of the epoch
+        epochs.key.check("gggg", "bbbb", offer("sha-256 AA:AA", old, "gggg"))
+    # a description with the new key confirms aaaa: the old key is gone for it
+    epochs.key.check("aaaa", "bbbb", offer("sha-256 AA:AA", epochs.key, "aaaa"))
+    with pytest.raises(RoomSecretError):
+        epochs.key.check("aaaa", "bbbb", offer("sha-256 AA:AA", old, "aaaa"))
