@@ -121,8 +121,10 @@ def client_link(link: str, client_url: str) -> str:
 
     Whoever serves the page a browser runs can read the room secret in the
     fragment; this way that is the guest's own server, not the signaling
-    operator. The signaling server must let that page's origin connect (the
-    standalone server's ``--cors-origin``)."""
+    operator. That server must allow the link's server
+    (``p2p-nb-signal --remote-server``), and the signaling server must let
+    that page's origin connect (its ``--cors-origin``); the Python client
+    reads such a link as the original."""
     invite = parse_invite(link)
     parts = urlsplit(check_server_url(client_url))
     path = parts.path if parts.path.endswith("/") else parts.path + "/"

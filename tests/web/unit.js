@@ -275,10 +275,13 @@ test("transfer: statuses say each thing once; no rate for a tiny file; risky typ
 test("credentials: both link forms, and the address cleaned", () => {
   const base = "https://h.example/p2p/join";
   eq(credentials.parseAddress(`${base}?room=r&invite=inv1.x#s%20e%23cret`),
-    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret" });
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret", server: null });
   eq(credentials.parseAddress(`${base}?room=r#invite=inv1.x&secret=s%20e%23cret`),
-    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret" });
-  eq(credentials.parseAddress(`${base}?token=t`), { token: "t", invite: null, room: null, secret: null });
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret", server: null });
+  eq(credentials.parseAddress(`${base}?token=t`), { token: "t", invite: null, room: null, secret: null, server: null });
+  // what p2p_nb.invite.format_invite and client_link make: everything in the fragment
+  eq(credentials.parseAddress(`${base}#room=r&invite=inv1.x&server=https%3A%2F%2Fs.example%2F&secret=s%20e%23cret`),
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret", server: "https://s.example/" });
   eq(credentials.parseAddress(`${base}#100%`).secret, "100%");
   eq(credentials.cleanAddress(`${base}?room=r&invite=inv1.x&token=t#s`), "/p2p/join?room=r");
 });
