@@ -24,10 +24,11 @@ are not members, and hands the message on to the members it has links to
 
 **A member away during the re-key** (no open link then) comes back with the
 old key. Its descriptions fail the new key; they are accepted with the old
-one only from a peer id the re-key names as a member, and only if the SDP's
-fingerprint is the one recorded for it (the DTLS handshake then proves the
-peer holds that certificate, which a revoked guest does not); our answers to
-it use the old key too. The ``rekey`` waiting in that link's outbox is the
+one only if the SDP shows the fingerprint recorded for a member the re-key
+named (under that member's peer id, or under any after a server restart
+gave it a new one): the DTLS handshake then proves the peer holds that
+certificate, which a revoked guest does not. Our descriptions to it use the
+old key too. The ``rekey`` waiting in that link's outbox is the
 first thing it gets when the channel opens; once it uses the new key, the
 old one is dropped for it. A member that was away and whose fingerprint
 nobody recorded needs a new invite.
@@ -186,8 +187,12 @@ class RoomEpochs:
         }
 
     def confirmed(self, peer_id: str) -> None:
-        """``peer_id`` showed our epoch's key (or sent us this epoch's re-key)."""
-        self.entitled.pop(peer_id, None)
+        """``peer_id`` showed our epoch's key (or sent us this epoch's re-key):
+        its certificate no longer opens the way back, under any peer id."""
+        entry = self.entitled.pop(peer_id, None)
+        if entry is not None and entry[1]:
+            for pid in [p for p, (_, fp) in self.entitled.items() if fp == entry[1]]:
+                del self.entitled[pid]
 
     def way_back(self, peer_id: str) -> RoomKey | None:
         """The previous key, for descriptions to a member that may not have
@@ -197,17 +202,25 @@ class RoomEpochs:
 
     def comes_back(self, sender: str, receiver: str, description: dict[str, Any]) -> bool:
         """Whether a description that failed our key is a member's that missed
-        the re-key: the previous key's ``auth`` and the recorded fingerprint."""
-        entry = self.entitled.get(sender)
-        if entry is None:
-            return False
-        previous, fingerprint = entry
-        if description.get("type") not in ("offer", "answer") or not fingerprint:
+        the re-key: it passes the previous key and shows the fingerprint
+        recorded for a member not yet confirmed, under its peer id or, after a
+        server restart gave it a new one, under any."""
+        if description.get("type") not in ("offer", "answer") or sender in self.banned:
             return False  # relay sessions are salted with the new key: direct links only
+        own = self.entitled.get(sender)
+        candidates = [own] if own is not None else list(self.entitled.values())
         try:
-            previous.check(sender, receiver, description)
             sdp = description.get("sdp")
             shown = sdp_identity(sdp if isinstance(sdp, str) else "")["fingerprints"]
         except RoomSecretError:
             return False
-        return fingerprint in shown
+        for previous, fingerprint in candidates:
+            if not fingerprint or fingerprint not in shown:
+                continue
+            try:
+                previous.check(sender, receiver, description)
+            except RoomSecretError:
+                return False
+            self.entitled[sender] = (previous, fingerprint)  # our answers use its key
+            return True
+        return False

@@ -618,8 +618,13 @@ def test_epochs_refuse_the_excluded_and_let_back_only_the_recorded_certificate()
         epochs.key.check("aaaa", "bbbb", offer("sha-256 EE:EE", old, "aaaa"))
     with pytest.raises(RoomSecretError):  # no fingerprint recorded: no way back
         epochs.key.check("cccc", "bbbb", offer("sha-256 CC:CC", old, "cccc"))
-    with pytest.raises(RoomSecretError):  # not a member of the epoch
+    with pytest.raises(RoomSecretError):  # excluded, whatever certificate it names
         epochs.key.check("gggg", "bbbb", offer("sha-256 AA:AA", old, "gggg"))
+    with pytest.raises(RoomSecretError):  # a new id without a recorded certificate
+        epochs.key.check("hhhh", "bbbb", offer("sha-256 EE:EE", old, "hhhh"))
+    # aaaa under a new id (a server restart): its certificate lets it back
+    epochs.key.check("hhhh", "bbbb", offer("sha-256 AA:AA", old, "hhhh"))
+    assert epochs.way_back("hhhh") is not None
     # a description with the new key confirms aaaa: the old key is gone for it
     epochs.key.check("aaaa", "bbbb", offer("sha-256 AA:AA", epochs.key, "aaaa"))
     with pytest.raises(RoomSecretError):
