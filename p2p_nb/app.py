@@ -51,7 +51,7 @@ from .memory import release_memory
 from .mesh import Mesh
 from .names import MAX_NAME_CHARS, NameProblem, RoomNames, clean_name
 from .netthread import NetworkThread
-from .rekey import REKEY_TYPE, Rekey, RoomEpochs
+from .rekey import MAX_REKEYS_PER_MINUTE, REKEY_TYPE, Rekey, RoomEpochs
 from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
@@ -553,6 +553,20 @@ class P2PApp:
             rekey = Rekey.from_payload(payload)
         except ProtocolError as exc:
             self._emit("error", peer_id, exc)
+            return
+        epochs = self._epochs
+        if epochs is None:
+            return
+        why = epochs.refuses(peer_id, rekey)
+        if why == "duplicate":
+            epochs.confirmed(peer_id)  # it has our epoch: nothing to derive
+            return
+        if why is None and not epochs.allow_derivation(peer_id, time.monotonic()):
+            self._emit(
+                "error",
+                peer_id,
+                RoomSecretError(f"a re-key refused: more than {MAX_REKEYS_PER_MINUTE} in a minute"),
+            )
             return
         assert self._tasks is not None
         self._tasks.spawn(self._consider_rekey(peer_id, rekey), f"rekey-{peer_id}")

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,10 @@ that do not know it deliver it as ``unknown_message`` and drop it)."""
 MAX_EPOCH = 2**53 - 1
 """Epochs are JSON integers every implementation reads exactly."""
 MAX_MEMBERS = 256
+MAX_REKEYS_PER_MINUTE = 6
+"""Re-keys from one link we derive a key for, per minute: each costs a scrypt
+(32 MiB, ~0.2 s), so a hostile member sending ever higher epochs cannot keep
+our CPU busy. Honest re-keys cost one or two (a race) per minute."""
 _PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _FINGERPRINT_CHARS = 256
 
@@ -148,7 +153,19 @@ class RoomEpochs:
         """Members of our epoch that have not shown it yet (by a description
         with its key, or by sending us its ``rekey``): the key they may still
         have, and the fingerprint their descriptions must show to use it."""
+        self._derived: dict[str, deque[float]] = {}
         self.key = self._wrap(key)
+
+    def allow_derivation(self, sender: str, now: float) -> bool:
+        """Whether a re-key from the link to ``sender`` may cost a key
+        derivation at ``now`` (monotonic seconds): see :data:`MAX_REKEYS_PER_MINUTE`."""
+        times = self._derived.setdefault(sender, deque())
+        while times and now - times[0] >= 60:
+            times.popleft()
+        if len(times) >= MAX_REKEYS_PER_MINUTE:
+            return False
+        times.append(now)
+        return True
 
     def _wrap(self, key: RoomKey) -> EpochKey:
         wrapped = EpochKey(**{f.name: getattr(key, f.name) for f in dataclasses.fields(key)})

@@ -15,7 +15,7 @@ import pytest
 from p2p_nb.app import P2PApp
 from p2p_nb.errors import NameRefused, ProtocolError, RoomSecretError
 from p2p_nb.names import REFUSED_MARK
-from p2p_nb.rekey import Rekey, RoomEpochs
+from p2p_nb.rekey import MAX_REKEYS_PER_MINUTE, Rekey, RoomEpochs
 from p2p_nb.roomkey import RoomKey, sdp_identity
 
 from .conftest import RunningServer, start_server
@@ -629,3 +629,13 @@ def test_epochs_refuse_the_excluded_and_let_back_only_the_recorded_certificate()
     epochs.key.check("aaaa", "bbbb", offer("sha-256 AA:AA", epochs.key, "aaaa"))
     with pytest.raises(RoomSecretError):
         epochs.key.check("aaaa", "bbbb", offer("sha-256 AA:AA", old, "aaaa"))
+
+
+def test_a_member_cannot_make_us_derive_keys_without_end() -> None:
+    """Each adopted re-key costs a scrypt: a link may cost at most
+    MAX_REKEYS_PER_MINUTE of them a minute (docs/protocol.md, "Re-keying")."""
+    epochs = RoomEpochs(RoomKey.derive("team", SECRET), SECRET)
+    assert all(epochs.allow_derivation("mmmm", 100.0 + i) for i in range(MAX_REKEYS_PER_MINUTE))
+    assert not epochs.allow_derivation("mmmm", 130.0)
+    assert epochs.allow_derivation("aaaa", 130.0)  # per link
+    assert epochs.allow_derivation("mmmm", 160.0)  # the first has aged out
