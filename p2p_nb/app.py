@@ -44,14 +44,14 @@ from .errors import (
 )
 from .events import Event, EventBus, EventStream, Handler
 from .files import safe_file_name
-from .ice import StableCertificate, sdp_fingerprint
-from .invite import Invite, format_invite, invite_server_url, new_room_secret, parse_invite
+from .ice import StableCertificate
+from .invite import Invite, format_invite, invite_server_url, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
 from .names import MAX_NAME_CHARS, NameProblem, RoomNames, clean_name
 from .netthread import NetworkThread
-from .rekey import MAX_REKEYS_PER_MINUTE, REKEY_TYPE, Rekey, RoomEpochs
+from .rekey import REKEY_TYPE, EpochKey, Rekey, Rekeying, RoomEpochs
 from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
@@ -207,7 +207,7 @@ class P2PApp:
         """In a room with a secret: the names we show, unique by our own check."""
         self._epochs: RoomEpochs | None = None
         """In a room with a secret: its epochs (p2p_nb/rekey.py)."""
-        self._rekey_lock = asyncio.Lock()
+        self._rekeying: Rekeying | None = None
         self._sealed: dict[str, Any] = {}
         """The latest sealed profile of each peer, opened again after a re-key."""
         self._public_url: str | None = None
@@ -370,6 +370,9 @@ class P2PApp:
         key = await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
         self._epochs = RoomEpochs(key, secret) if key is not None and secret is not None else None
         self._room_key = self._epochs.key if self._epochs is not None else None
+        self._rekeying = (
+            Rekeying(self, self._epochs, self._certificate) if self._epochs is not None else None
+        )
         self._room_secret = secret
         name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
         if capabilities is not None:
@@ -529,83 +532,35 @@ class P2PApp:
         the new epoch. Every member uses it from then on and closes its links
         to the excluded; a member away meanwhile gets it when it is back over
         a link to one that has it (docs/protocol.md, "Re-keying")."""
-        mesh = self._require_mesh()
-        if self._epochs is None or self.peer_id is None:
+        self._require_mesh()
+        if self._rekeying is None:
             raise RoomSecretError("only a room with a secret can be re-keyed")
-        out = set(exclude)
-        async with self._rekey_lock:
-            epochs = self._epochs
-            seen = self._fingerprints(mesh)
-            members = {pid: seen.get(pid, "") for pid in self._peers if pid not in out}
-            members[self.peer_id] = seen.get(self.peer_id, "")
-            rekey = Rekey(
-                epochs.epoch + 1,
-                new_room_secret(),
-                self.peer_id,
-                members,
-                tuple(sorted(out - {self.peer_id})),
-            )
-            await self._adopt(rekey, None)
-        return rekey.epoch
+        return await self._rekeying.start(exclude)
 
-    def _on_rekey(self, peer_id: str, payload: dict[str, Any]) -> None:
-        try:
-            rekey = Rekey.from_payload(payload)
-        except ProtocolError as exc:
-            self._emit("error", peer_id, exc)
-            return
-        epochs = self._epochs
-        if epochs is None:
-            return
-        why = epochs.refuses(peer_id, rekey)
-        if why == "duplicate":
-            epochs.confirmed(peer_id)  # it has our epoch: nothing to derive
-            return
-        if why is None and not epochs.allow_derivation(peer_id, time.monotonic()):
-            self._emit(
-                "error",
-                peer_id,
-                RoomSecretError(f"a re-key refused: more than {MAX_REKEYS_PER_MINUTE} in a minute"),
-            )
-            return
+    # What re-keying (p2p_nb/rekey.py, Rekeying) needs of us: RekeyHost.
+    def rekey_links(self) -> Mesh | None:
+        return self._mesh
+
+    def rekey_members(self) -> list[str]:
+        return list(self._peers)
+
+    def rekey_drop(self, peer_id: str) -> None:
+        self._on_peer_left(peer_id, "rekeyed")
+
+    def rekey_next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def rekey_report(self, peer_id: str | None, error: P2PError) -> None:
+        self._emit("error", peer_id, error)
+
+    def rekey_spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         assert self._tasks is not None
-        self._tasks.spawn(self._consider_rekey(peer_id, rekey), f"rekey-{peer_id}")
+        self._tasks.spawn(coro, name)
 
-    async def _consider_rekey(self, sender: str, rekey: Rekey) -> None:
-        async with self._rekey_lock:
-            epochs = self._epochs
-            if epochs is None or self._mesh is None:
-                return
-            why = epochs.refuses(sender, rekey)
-            if why == "duplicate":
-                epochs.confirmed(sender)  # it has our epoch
-                return
-            if why is None and self.peer_id not in rekey.members:
-                why = "it does not name us as a member"
-            if why is not None:
-                log.info("rekey %d by %s from %s not taken: %s", rekey.epoch, rekey.by, sender, why)
-                if not why.startswith("epoch"):  # losing a race is no error
-                    self._emit("error", sender, RoomSecretError(f"a re-key refused: {why}"))
-                return
-            await self._adopt(rekey, sender)
-
-    async def _adopt(self, rekey: Rekey, sender: str | None) -> None:
-        """Make ``rekey`` the room's epoch here (under the re-key lock)."""
-        epochs, mesh, room = self._epochs, self._mesh, self.room
-        assert epochs is not None
-        assert mesh is not None
-        assert room is not None
-        key = await asyncio.to_thread(RoomKey.derive, room, rekey.secret)
-        if self._mesh is not mesh:
-            return  # we left (or rejoined) meanwhile
-        epochs.adopt(rekey, key, self.peer_id or "", self._fingerprints(mesh))
-        if sender is not None:
-            epochs.confirmed(sender)
-        self._room_key = mesh.room_key = epochs.key
-        self._room_secret = rekey.secret
-        for pid in [p for p in self._peers if p not in rekey.members]:
-            self._on_peer_left(pid, "rekeyed")  # its links close, it is out
-        self._send_rekey([p for p in rekey.members if p != self.peer_id])
+    async def rekey_adopted(self, rekey: Rekey, key: EpochKey) -> None:
+        self._room_key = key
+        self._room_secret = rekey.secret  # what the invites we make carry from now on
         self._emit(
             "room_rekeyed", None, {"epoch": rekey.epoch, "by": rekey.by, "out": list(rekey.out)}
         )
@@ -613,35 +568,6 @@ class P2PApp:
             if pid in self._peers:
                 self._on_peer_updated(dataclasses.replace(self._peers[pid], capabilities=sealed))
         await self._quietly(self._send_profile())  # sealed with the new profile key
-
-    def _send_rekey(self, to: list[str]) -> None:
-        """Our epoch's ``rekey`` to these members: on an open link now, on one
-        opening when it opens; a lost link gets it when it is back (see
-        ``_on_mesh_event``). Numbered like chat: sent again after a failure."""
-        epochs, mesh = self._epochs, self._mesh
-        if epochs is None or epochs.current is None or mesh is None:
-            return
-        seq = self._seq + 1
-        wire = protocol.encode_custom(REKEY_TYPE, epochs.current.payload(), seq=seq)
-        self._seq = seq
-        for pid in to:
-            if pid in mesh.links:
-                try:
-                    mesh.send(pid, wire, seq=seq)
-                except PeerUnavailable:
-                    log.info("rekey for %s waits for its link", pid)
-
-    def _fingerprints(self, mesh: Mesh) -> dict[str, str]:
-        """Our certificate's fingerprint and each direct link's peer's, as
-        the first ``a=fingerprint`` of an SDP shows them."""
-        mine = self._certificate.current().getFingerprints()[0]
-        seen = {self.peer_id or "": f"{mine.algorithm} {mine.value}".lower()}
-        for pid, link in mesh.links.items():
-            remote = link.pc.remoteDescription if link.pc is not None else None
-            fingerprint = sdp_fingerprint(remote.sdp) if remote is not None else None
-            if fingerprint:
-                seen[pid] = fingerprint
-        return seen
 
     def _hold(self, handler: Callable[..., None], *args: Any) -> bool:
         """While a join is in flight, keep a signaling event for later (True if kept)."""
@@ -1397,14 +1323,8 @@ class P2PApp:
                 new = "connected" if data["new"] == "relayed" else data["new"]
                 self._transfers.on_peer_state(peer_id, new)
             self._emit(name, peer_id, data)
-            epochs = self._epochs
-            if (
-                name == "peer_state"
-                and data["new"] in OPEN_STATES
-                and epochs is not None
-                and peer_id in epochs.entitled
-            ):
-                self._send_rekey([peer_id])  # a member back that may not have our epoch
+            if name == "peer_state" and data["new"] in OPEN_STATES and self._rekeying:
+                self._rekeying.on_link_open(peer_id)  # a member back may lack our epoch
             if (
                 name == "peer_state"
                 and peer_id in self._unconfirmed
@@ -1464,8 +1384,8 @@ class P2PApp:
         elif isinstance(msg, protocol.UnknownMessage):
             if msg.seq is not None and not self._first_time(peer_id, msg.seq):
                 return
-            if msg.type == REKEY_TYPE and self._epochs is not None:
-                self._on_rekey(peer_id, msg.payload)
+            if msg.type == REKEY_TYPE and self._rekeying is not None:
+                self._rekeying.on_message(peer_id, msg.payload)
             elif msg.type in self._custom_types:
                 payload = {
                     k: v for k, v in msg.payload.items() if k not in protocol.CUSTOM_ENVELOPE

@@ -33,20 +33,35 @@ first thing it gets when the channel opens; once it uses the new key, the
 old one is dropped for it. A member that was away and whose fingerprint
 nobody recorded needs a new invite.
 
-Pure apart from the key derivation: no I/O. docs/protocol.md ("Re-keying")
-is the specification.
+:class:`Rekey`, :class:`RoomEpochs` and :class:`EpochKey` are pure (no I/O
+besides the key derivation); :class:`Rekeying` drives them for one room
+membership through the little it needs of it (:class:`RekeyHost`).
+docs/protocol.md ("Re-keying") is the specification.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import re
+import time
 from collections import deque
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ProtocolError, RoomSecretError
+from . import protocol
+from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError
+from .ice import sdp_fingerprint
+from .invite import new_room_secret
 from .roomkey import MAX_SECRET_CHARS, MIN_SECRET_CHARS, RoomKey, sdp_identity
+
+if TYPE_CHECKING:
+    from .ice import StableCertificate
+    from .mesh import Mesh
+
+log = logging.getLogger(__name__)
 
 REKEY_TYPE = "rekey"
 """The data-channel message type (an application-range type: revision 3 peers
@@ -241,3 +256,144 @@ class RoomEpochs:
             self.entitled[sender] = (previous, fingerprint)  # our answers use its key
             return True
         return False
+
+
+class RekeyHost(Protocol):
+    """What :class:`Rekeying` needs of the room membership (``P2PApp``)."""
+
+    @property
+    def peer_id(self) -> str | None: ...
+
+    @property
+    def room(self) -> str | None: ...
+
+    def rekey_links(self) -> Mesh | None:
+        """The links of the room we are in (``None`` once we left)."""
+
+    def rekey_members(self) -> list[str]:
+        """Everyone in the room but us."""
+
+    def rekey_drop(self, peer_id: str) -> None:
+        """A peer that is not a member of the new epoch: out of our room view."""
+
+    def rekey_next_seq(self) -> int:
+        """The next number of our chat counter (``rekey`` is numbered like chat)."""
+
+    def rekey_report(self, peer_id: str | None, error: P2PError) -> None: ...
+
+    def rekey_spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None: ...
+
+    async def rekey_adopted(self, rekey: Rekey, key: EpochKey) -> None:
+        """Our epoch is ``rekey``'s now: use ``key`` and re-seal our profile."""
+
+
+class Rekeying:
+    """Re-keys of one room membership: the ones we start, the ones members
+    send us, and handing ours to members whose link opens."""
+
+    def __init__(self, host: RekeyHost, epochs: RoomEpochs, certificate: StableCertificate) -> None:
+        self.host = host
+        self.epochs = epochs
+        self.certificate = certificate
+        self._lock = asyncio.Lock()
+        """One re-key at a time: a derivation takes a while, and the next must
+        be judged against the epoch it made."""
+
+    async def start(self, exclude: Iterable[str]) -> int:
+        """A new epoch with a new random secret, for everyone but ``exclude``."""
+        mesh, me = self.host.rekey_links(), self.host.peer_id
+        if mesh is None or me is None:
+            raise RoomSecretError("join the room before re-keying it")
+        out = set(exclude) - {me}
+        async with self._lock:
+            seen = self.fingerprints(mesh)
+            members = {pid: seen.get(pid, "") for pid in self.host.rekey_members()}
+            members = {pid: fp for pid, fp in members.items() if pid not in out}
+            members[me] = seen.get(me, "")
+            rekey = Rekey(self.epochs.epoch + 1, new_room_secret(), me, members, tuple(sorted(out)))
+            await self._adopt(rekey, None)
+        return rekey.epoch
+
+    def on_message(self, sender: str, payload: dict[str, Any]) -> None:
+        """A ``rekey`` from the link to ``sender``: adopted, handed on, or refused."""
+        try:
+            rekey = Rekey.from_payload(payload)
+        except ProtocolError as exc:
+            self.host.rekey_report(sender, exc)
+            return
+        why = self.epochs.refuses(sender, rekey)
+        if why == "duplicate":
+            self.epochs.confirmed(sender)  # it has our epoch: nothing to derive
+            return
+        if why is None and not self.epochs.allow_derivation(sender, time.monotonic()):
+            message = f"a re-key refused: more than {MAX_REKEYS_PER_MINUTE} in a minute"
+            self.host.rekey_report(sender, RoomSecretError(message))
+            return
+        self.host.rekey_spawn(self._consider(sender, rekey), f"rekey-{sender}")
+
+    async def _consider(self, sender: str, rekey: Rekey) -> None:
+        async with self._lock:
+            if self.host.rekey_links() is None:
+                return
+            why = self.epochs.refuses(sender, rekey)
+            if why == "duplicate":
+                self.epochs.confirmed(sender)
+                return
+            if why is None and self.host.peer_id not in rekey.members:
+                why = "it does not name us as a member"
+            if why is not None:
+                log.info("rekey %d by %s from %s not taken: %s", rekey.epoch, rekey.by, sender, why)
+                if not why.startswith("epoch"):  # losing a race is no error
+                    self.host.rekey_report(sender, RoomSecretError(f"a re-key refused: {why}"))
+                return
+            await self._adopt(rekey, sender)
+
+    async def _adopt(self, rekey: Rekey, sender: str | None) -> None:
+        """Make ``rekey`` our epoch (under the lock)."""
+        mesh, room = self.host.rekey_links(), self.host.room
+        if mesh is None or room is None:
+            return
+        key = await asyncio.to_thread(RoomKey.derive, room, rekey.secret)
+        if self.host.rekey_links() is not mesh:
+            return  # we left (or rejoined) meanwhile
+        self.epochs.adopt(rekey, key, self.host.peer_id or "", self.fingerprints(mesh))
+        if sender is not None:
+            self.epochs.confirmed(sender)
+        mesh.room_key = self.epochs.key
+        for pid in [p for p in self.host.rekey_members() if p not in rekey.members]:
+            self.host.rekey_drop(pid)  # its links close, it is out
+        self.send_current([p for p in rekey.members if p != self.host.peer_id])
+        await self.host.rekey_adopted(rekey, self.epochs.key)
+
+    def send_current(self, to: list[str]) -> None:
+        """Our epoch's ``rekey`` to these members: on an open link now, on one
+        opening when it opens; a lost link gets it when it is back
+        (:meth:`on_link_open`). Numbered like chat: sent again after a failure."""
+        mesh, current = self.host.rekey_links(), self.epochs.current
+        if mesh is None or current is None:
+            return
+        seq = self.host.rekey_next_seq()
+        wire = protocol.encode_custom(REKEY_TYPE, current.payload(), seq=seq)
+        for pid in to:
+            if pid in mesh.links:
+                try:
+                    mesh.send(pid, wire, seq=seq)
+                except PeerUnavailable:
+                    log.info("rekey for %s waits for its link", pid)
+
+    def on_link_open(self, peer_id: str) -> None:
+        """A link opened: a member that may not have our epoch gets it first."""
+        if peer_id in self.epochs.entitled:
+            self.send_current([peer_id])
+
+    def fingerprints(self, mesh: Mesh) -> dict[str, str]:
+        """Our certificate's fingerprint and each direct link's peer's, as
+        the first ``a=fingerprint`` of an SDP shows them."""
+        mine = self.certificate.current().getFingerprints()[0]
+        seen = {self.host.peer_id or "": f"{mine.algorithm} {mine.value}".lower()}
+        for pid, link in mesh.links.items():
+            remote = link.pc.remoteDescription if link.pc is not None else None
+            fingerprint = sdp_fingerprint(remote.sdp) if remote is not None else None
+            if fingerprint:
+                seen[pid] = fingerprint
+        return seen

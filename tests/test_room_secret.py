@@ -541,8 +541,10 @@ async def test_a_member_that_missed_the_rekey_gets_it_when_its_link_is_back(
         await wait_mesh(apps)
         ana, ben, cy = apps
         dropped: list[str] = []
-        on_rekey = cy._on_rekey
-        cy._on_rekey = lambda peer_id, payload: dropped.append(peer_id)  # type: ignore[method-assign]
+        rekeying = cy._rekeying
+        assert rekeying is not None
+        on_message = rekeying.on_message
+        rekeying.on_message = lambda peer_id, payload: dropped.append(peer_id)  # type: ignore[method-assign]
         await ana.rekey()
         await rekeyed_to(ben, 1)
         async with asyncio.timeout(20):
@@ -550,7 +552,7 @@ async def test_a_member_that_missed_the_rekey_gets_it_when_its_link_is_back(
                 await asyncio.sleep(0.01)  # the drops are plain calls: poll them
         assert cy._epochs is not None
         assert cy._epochs.epoch == 0
-        cy._on_rekey = on_rekey  # type: ignore[method-assign]
+        rekeying.on_message = on_message  # type: ignore[method-assign]
         back = ana.events("peer_state")
         link = ana._mesh.links[cy.peer_id or ""] if ana._mesh else None
         assert link is not None
