@@ -45,12 +45,13 @@ from .errors import (
 from .events import Event, EventBus, EventStream, Handler
 from .files import safe_file_name
 from .ice import StableCertificate
-from .invite import Invite, format_invite, parse_invite
+from .invite import Invite, format_invite, invite_server_url, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
-from .names import MAX_NAME_CHARS, NameProblem, clean_name
+from .names import MAX_NAME_CHARS, NameProblem, RoomNames, clean_name
 from .netthread import NetworkThread
+from .rekey import REKEY_TYPE, EpochKey, Rekey, Rekeying, RoomEpochs
 from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
@@ -202,6 +203,13 @@ class P2PApp:
         self._room_secret: str | None = None
         """The secret we joined with (never sent; put in the invites we make)."""
         self._invite: Invite | None = None
+        self._names: RoomNames | None = None
+        """In a room with a secret: the names we show, unique by our own check."""
+        self._epochs: RoomEpochs | None = None
+        """In a room with a secret: its epochs (p2p_nb/rekey.py)."""
+        self._rekeying: Rekeying | None = None
+        self._sealed: dict[str, Any] = {}
+        """The latest sealed profile of each peer, opened again after a re-key."""
         self._public_url: str | None = None
         self._certificate = StableCertificate()
         """One DTLS certificate for all our connections: reconnects keep their safety code."""
@@ -261,7 +269,8 @@ class P2PApp:
         :class:`~p2p_nb.errors.AuthError` with the server's reason for one it
         refuses (expired, revoked, altered, another server). ``public_url``: the
         base URL others reach this signaling service at, for the invites we make
-        (default: ``$P2P_NB_PUBLIC_URL``, else what the server says, else ``url``).
+        (default: ``$P2P_NB_PUBLIC_URL``, else ``url``; the address a server's
+        invite reply names is not taken from it, see docs/protocol.md section 7).
 
         Without ``url`` the Jupyter server this kernel runs under is used (its
         URL and token are discovered). ``ice_servers`` defaults to none: peers
@@ -358,8 +367,11 @@ class P2PApp:
         if room is None:
             raise ValueError("join_room needs a room (or an app connected with an invite)")
         # scrypt takes a fraction of a second: off the loop
-        self._room_key = (
-            await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
+        key = await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
+        self._epochs = RoomEpochs(key, secret) if key is not None and secret is not None else None
+        self._room_key = self._epochs.key if self._epochs is not None else None
+        self._rekeying = (
+            Rekeying(self, self._epochs, self._certificate) if self._epochs is not None else None
         )
         self._room_secret = secret
         name = name or os.environ.get("P2P_NB_NAME") or getpass.getuser()
@@ -401,36 +413,83 @@ class P2PApp:
     def _unseal(self, peer: RemotePeer) -> RemotePeer:
         """A peer as the server introduced it, with its sealed profile opened (in
         a room with a secret); a profile that does not open is reported and the
-        peer keeps its pseudonym and default capabilities."""
+        peer keeps its pseudonym and default capabilities. Either way the name
+        shown passes this member's uniqueness check (:class:`RoomNames`)."""
         if self._room_key is None:
             return peer
+        name, caps = peer.name, peer.capabilities
+        if isinstance(caps, dict) and "sealed" in caps:
+            self._sealed[peer.peer_id] = caps
         try:
             opened = self._room_key.open_profile(peer.peer_id, peer.capabilities)
-            if opened is None:
-                return peer
-            name, caps = opened
-            name = clean_name(name, MAX_NAME_CHARS)
+            if opened is not None:
+                name, caps = opened
+                name = clean_name(name, MAX_NAME_CHARS)
         except (RoomSecretError, NameProblem) as exc:
+            known = self._peers.get(peer.peer_id)
+            if known is not None and self._sealed_before_rekey(peer):
+                # sealed with the key it had before our re-key: it re-seals on adopting
+                return dataclasses.replace(peer, name=known.name, capabilities=known.capabilities)
             self._emit("error", peer.peer_id, RoomSecretError(str(exc)))
-            return dataclasses.replace(peer, capabilities={})
-        return dataclasses.replace(peer, name=name, capabilities=caps)
+            name, caps = peer.name, {}
+        shown = self._show_name(peer.peer_id, name)
+        return dataclasses.replace(peer, name=shown, capabilities=caps)
+
+    def _sealed_before_rekey(self, peer: RemotePeer) -> bool:
+        previous = self._epochs.previous if self._epochs is not None else None
+        try:
+            return (
+                previous is not None
+                and previous.open_profile(peer.peer_id, peer.capabilities) is not None
+            )
+        except RoomSecretError:
+            return False
+
+    def _show_name(self, peer_id: str, name: str) -> str:
+        """What to show for ``peer_id`` claiming ``name``; a claim of a name
+        already shown is refused, once, with an ``error`` event (NameRefused)."""
+        if self._names is None:
+            return name
+        shown, holder = self._names.claim(peer_id, name)
+        if holder is not None:
+            whose = "yours" if holder == self.peer_id else f"already shown for {holder}"
+            message = (
+                f"{peer_id} claims the name {name!r}, which is {whose} in this room: "
+                f"it is shown as {shown!r} (in a room with a secret every member checks names)"
+            )
+            self._emit("error", peer_id, NameRefused(message, "name_taken"))
+        return shown
+
+    def _rename(self, peer_id: str, name: str) -> None:
+        """A peer's shown name changed (its profile arrived, or a name it was
+        refused became free): the roster, its link and a ``peer_updated`` say so."""
+        known = self._peers.get(peer_id)
+        if known is None or known.name == name:
+            return
+        self._peers[peer_id] = dataclasses.replace(known, name=name)
+        link = self._mesh.links.get(peer_id) if self._mesh is not None else None
+        if link is not None:
+            link.name = name
+        caps = self._remote_caps.get(peer_id, Capabilities())
+        self._emit("peer_updated", peer_id, {"name": name, "capabilities": caps})
 
     @_networked
     async def create_invite(self, ttl: float = DEFAULT_INVITE_TTL) -> str:
         """An invite link to our room, valid ``ttl`` seconds (60 s to 30 days;
         default one day), for anyone to join with ``P2PApp.connect(invite=...)``
-        from any machine that reaches this signaling service. It carries the
-        room secret after ``#`` (never sent to a server), if the room has one:
-        join with ``secret=p2p_nb.new_room_secret()`` to keep the signaling
-        operator out. In a room joined without a secret the link has no ``#``
-        part, so whoever runs the signaling server could sit in the middle of
+        from any machine that reaches this signaling service. The room, the
+        invite token and the room secret (if the room has one) are after
+        ``#``, which is never sent to a server: join with
+        ``secret=p2p_nb.new_room_secret()`` to keep the signaling operator
+        out. In a room joined without a secret the link has no ``secret=``,
+        so whoever runs the signaling server could sit in the middle of
         the guest's links (only comparing safety codes shows it): a warning is
         logged (logger ``p2p_nb.app``) each time. Revoke it with
         :meth:`revoke_invite`."""
         if self.room is None:
             raise SignalingError("join a room before inviting to it", "not_joined")
         reply = await self._require_signaling().create_invite(ttl)
-        server = self._public_url or reply.get("server_url") or self.url
+        server = invite_server_url(self.url, self._public_url, reply.get("server_url"))
         link = format_invite(
             str(server), str(reply["room"]), str(reply["token"]), self._room_secret
         )
@@ -439,11 +498,76 @@ class P2PApp:
         return link
 
     @_networked
-    async def revoke_invite(self, invite: str) -> None:
+    async def revoke_invite(self, invite: str, *, rekey: bool = True) -> None:
         """Revoke an invite we made (its link, or the token alone): nobody joins
-        with it any more, and those who came with it are disconnected."""
+        with it any more, and those who came with it are disconnected.
+
+        In a room with a secret, ``rekey`` (the default) then gives the room a
+        new secret without them (:meth:`rekey`): the secret in the revoked
+        link opens nothing any more, and invites made from then on carry the
+        new one (those made before no longer work). Which peers came with
+        the invite only the server knows: its reply names them; a server
+        that does not (or lies) is why :meth:`rekey` takes ``exclude``."""
         token = parse_invite(invite).token if "://" in invite else invite
-        await self._require_signaling().revoke_invite(token)
+        reply = await self._require_signaling().revoke_invite(token)
+        if not rekey or self._epochs is None or self.room is None:
+            return
+        guests = reply.get("peers")
+        if not isinstance(guests, list):
+            self._emit(
+                "error",
+                None,
+                RoomSecretError(
+                    "the server did not say which peers came with the revoked invite, so "
+                    "the room was not re-keyed: call rekey(exclude=[their peer ids])"
+                ),
+            )
+            return
+        await self.rekey(exclude=[g for g in guests if isinstance(g, str)])
+
+    @_networked
+    async def rekey(self, exclude: Iterable[str] = ()) -> int:
+        """Give the room a new random secret, sent only to the members we keep
+        (everyone in the room but ``exclude``) over our links to them; returns
+        the new epoch. Every member uses it from then on and closes its links
+        to the excluded; a member away meanwhile gets it when it is back over
+        a link to one that has it (docs/protocol.md, "Re-keying")."""
+        self._require_mesh()
+        if self._rekeying is None:
+            raise RoomSecretError("only a room with a secret can be re-keyed")
+        return await self._rekeying.start(exclude)
+
+    # What re-keying (p2p_nb/rekey.py, Rekeying) needs of us: RekeyHost.
+    def rekey_links(self) -> Mesh | None:
+        return self._mesh
+
+    def rekey_members(self) -> list[str]:
+        return list(self._peers)
+
+    def rekey_drop(self, peer_id: str) -> None:
+        self._on_peer_left(peer_id, "rekeyed")
+
+    def rekey_next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def rekey_report(self, peer_id: str | None, error: P2PError) -> None:
+        self._emit("error", peer_id, error)
+
+    def rekey_spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        assert self._tasks is not None
+        self._tasks.spawn(coro, name)
+
+    async def rekey_adopted(self, rekey: Rekey, key: EpochKey) -> None:
+        self._room_key = key
+        self._room_secret = rekey.secret  # what the invites we make carry from now on
+        self._emit(
+            "room_rekeyed", None, {"epoch": rekey.epoch, "by": rekey.by, "out": list(rekey.out)}
+        )
+        for pid, sealed in list(self._sealed.items()):  # profiles sealed with it already
+            if pid in self._peers:
+                self._on_peer_updated(dataclasses.replace(self._peers[pid], capabilities=sealed))
+        await self._quietly(self._send_profile())  # sealed with the new profile key
 
     def _hold(self, handler: Callable[..., None], *args: Any) -> bool:
         """While a join is in flight, keep a signaling event for later (True if kept)."""
@@ -469,6 +593,7 @@ class P2PApp:
 
     def _enter_room(self, result: JoinResult) -> None:
         self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
+        self._names = RoomNames(result.peer_id, result.name) if self._room_key else None
         self._relay_allowed = result.relay
         self._mesh = Mesh(
             result.peer_id,
@@ -1028,13 +1153,9 @@ class P2PApp:
             return
         if peer.peer_id in self._peers:
             peer = self._unseal(peer)
-            known = self._peers[peer.peer_id]
-            if peer.name != known.name and self._room_key is not None:
+            if self._room_key is not None:
                 # a sealed profile arrived after the peer's join: its real name
-                self._peers[peer.peer_id] = dataclasses.replace(known, name=peer.name)
-                link = self._mesh.links.get(peer.peer_id) if self._mesh is not None else None
-                if link is not None:
-                    link.name = peer.name
+                self._rename(peer.peer_id, peer.name)
             self._set_remote_caps(peer.peer_id, peer.capabilities, announce=True)
 
     def _on_relay(self, from_id: str, data: str | bytes) -> None:
@@ -1149,6 +1270,9 @@ class P2PApp:
             return
         self._unconfirmed.discard(peer_id)
         peer = self._peers.pop(peer_id)
+        if self._names is not None:  # a name it held may go to one refused it
+            for other, name in self._names.forget(peer_id):
+                self._rename(other, name)
         mesh = self._mesh
 
         async def drop() -> None:
@@ -1199,6 +1323,8 @@ class P2PApp:
                 new = "connected" if data["new"] == "relayed" else data["new"]
                 self._transfers.on_peer_state(peer_id, new)
             self._emit(name, peer_id, data)
+            if name == "peer_state" and data["new"] in OPEN_STATES and self._rekeying:
+                self._rekeying.on_link_open(peer_id)  # a member back may lack our epoch
             if (
                 name == "peer_state"
                 and peer_id in self._unconfirmed
@@ -1258,7 +1384,9 @@ class P2PApp:
         elif isinstance(msg, protocol.UnknownMessage):
             if msg.seq is not None and not self._first_time(peer_id, msg.seq):
                 return
-            if msg.type in self._custom_types:
+            if msg.type == REKEY_TYPE and self._rekeying is not None:
+                self._rekeying.on_message(peer_id, msg.payload)
+            elif msg.type in self._custom_types:
                 payload = {
                     k: v for k, v in msg.payload.items() if k not in protocol.CUSTOM_ENVELOPE
                 }

@@ -53,3 +53,65 @@ def name_key(name: str) -> str:
     """What two names must differ in to be told apart: case, width and spacing do not count."""
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
     return " ".join(folded.split())
+
+
+REFUSED_MARK = "(name taken) "
+"""How a member whose name is already shown for another is shown instead:
+this mark and its peer id (unique: the server makes it)."""
+
+
+class RoomNames:
+    """The names one member shows for the others in a room with a secret.
+
+    There the server sees only pseudonyms, so its uniqueness rule never fires,
+    and a peer's real name comes from its sealed profile, which anyone with the
+    secret (an invite guest) can fill with any name: ``ana``, the host's. So
+    each member applies the rule itself: a name whose :func:`name_key` is
+    already shown (for another peer, or our own name) is refused for the later
+    claimant, which is shown as :data:`REFUSED_MARK` + its peer id. First come,
+    first shown, in the order this member learns of the claims (the server
+    introduces members in join order); when the holder leaves, the oldest
+    refused claim to that name is shown after all.
+    """
+
+    def __init__(self, own_id: str, own_name: str) -> None:
+        self._own_id = own_id
+        self._own_key = name_key(own_name)
+        self._claimed: dict[str, str] = {}
+        """Per peer, the name it claims (in the order of the claims)."""
+        self._shown: dict[str, str] = {}
+
+    def shown(self, peer_id: str) -> str | None:
+        return self._shown.get(peer_id)
+
+    def _holder(self, peer_id: str, name: str) -> str | None:
+        key = name_key(name)
+        if key == self._own_key:
+            return self._own_id
+        for other, shown in self._shown.items():
+            if other != peer_id and name_key(shown) == key:
+                return other
+        return None
+
+    def claim(self, peer_id: str, name: str) -> tuple[str, str | None]:
+        """``peer_id`` claims ``name`` (already :func:`clean_name`-ed): what to
+        show for it, and, if this claim is newly refused, the id of the member
+        holding the name (``None`` for a claim repeated: it was reported)."""
+        if self._claimed.get(peer_id) == name and peer_id in self._shown:
+            return self._shown[peer_id], None
+        self._claimed.pop(peer_id, None)
+        self._claimed[peer_id] = name  # a new claim goes to the end of the queue
+        holder = self._holder(peer_id, name)
+        self._shown[peer_id] = name if holder is None else REFUSED_MARK + peer_id
+        return self._shown[peer_id], holder
+
+    def forget(self, peer_id: str) -> list[tuple[str, str]]:
+        """``peer_id`` left: (peer id, name) of each refused claim shown now."""
+        self._claimed.pop(peer_id, None)
+        self._shown.pop(peer_id, None)
+        freed: list[tuple[str, str]] = []
+        for other, name in self._claimed.items():
+            if self._shown.get(other) != name and self._holder(other, name) is None:
+                self._shown[other] = name
+                freed.append((other, name))
+        return freed

@@ -57,18 +57,43 @@ key and route); ``keep`` is covered as a boolean."""
 
 def sdp_identity(sdp: str) -> dict[str, Any]:
     """What in an SDP identifies its DTLS and ICE session: every
-    ``a=fingerprint:`` value (lowercased, in order) and the first
-    ``a=ice-ufrag:`` and ``a=ice-pwd:``."""
+    ``a=fingerprint:`` value (lowercased, in order) and the ``a=ice-ufrag:`` and
+    ``a=ice-pwd:`` values.
+
+    Only one set of ICE credentials can be authenticated, while a parser may
+    take any of several (aiortc keeps the last one of a media section, and a
+    media section's own over the session's): so an SDP that gives ICE
+    credentials twice in one level (the session part or one ``m=`` section),
+    gives different ones in two levels, or repeats a fingerprint's hash
+    function in one level, is refused (:class:`RoomSecretError`): it was
+    altered (nobody's stack writes one), and authenticating it would let the
+    duplicate through unchecked."""
     fingerprints: list[str] = []
-    ufrag = pwd = ""
+    values: dict[str, set[str]] = {"ice-ufrag": set(), "ice-pwd": set()}
+    level: set[str] = set()
     for raw in sdp.splitlines():
         line = raw.strip()
-        if line.startswith("a=fingerprint:"):
-            fingerprints.append(line.split(":", 1)[1].strip().lower())
-        elif line.startswith("a=ice-ufrag:") and not ufrag:
-            ufrag = line.split(":", 1)[1].strip()
-        elif line.startswith("a=ice-pwd:") and not pwd:
-            pwd = line.split(":", 1)[1].strip()
+        if line.startswith("m="):
+            level = set()
+            continue
+        attr, colon, value = line[2:].partition(":")
+        if not line.startswith("a=") or not colon or attr not in ("fingerprint", *values):
+            continue
+        value = value.strip()
+        if attr == "fingerprint":
+            fingerprints.append(value.lower())
+            what = f"a=fingerprint for {(value.split() or [''])[0].lower()}"
+        else:
+            values[attr].add(value)
+            what = f"a={attr}"
+        if what in level:
+            raise RoomSecretError(f"its SDP repeats {what} in one section")
+        level.add(what)
+    for attr, seen in values.items():
+        if len(seen) > 1:
+            raise RoomSecretError(f"its SDP gives {len(seen)} different a={attr} values")
+    ufrag = next(iter(values["ice-ufrag"]), "")
+    pwd = next(iter(values["ice-pwd"]), "")
     return {"fingerprints": fingerprints, "ice_ufrag": ufrag, "ice_pwd": pwd}
 
 
@@ -188,6 +213,11 @@ class RoomKey:
         except UnicodeEncodeError as exc:  # a lone surrogate: no bytes to authenticate
             raise RoomSecretError(
                 f"the {description.get('type')} from {sender} is not valid Unicode text"
+            ) from exc
+        except RoomSecretError as exc:  # an SDP whose identity is ambiguous
+            raise RoomSecretError(
+                f"the {description.get('type')} from {sender} is refused: {exc} "
+                "(altered on the way: only one set of ICE credentials can be authenticated)"
             ) from exc
         if len(given) != len(want) or not hmac.compare_digest(given, want):
             raise RoomSecretError(

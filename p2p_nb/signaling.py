@@ -543,8 +543,10 @@ class SignalingClient:
             raise SignalingError("malformed invite reply: no token or room", "bad_reply")
         return reply
 
-    async def revoke_invite(self, token: str, *, timeout: float = 10.0) -> None:
-        await self._call("revoke_invite", {"token": token}, timeout)
+    async def revoke_invite(self, token: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        """The server's reply: ``{"id", "closed"}`` and, from servers that say
+        so, ``"peers"``: the peer ids of the connections it closed."""
+        return await self._call("revoke_invite", {"token": token}, timeout)
 
     async def leave(self, *, timeout: float = 5.0) -> None:
         self._membership = None

@@ -44,8 +44,10 @@ async def start_server(
     port: int = 0,
     turn: TurnServer | None = None,
     public_url: str | None = None,
+    **options: Any,
 ) -> RunningServer:
-    app, service = create_app(token, limits=limits, turn=turn, public_url=public_url)
+    """A standalone signaling server on loopback; ``options`` go to ``create_app``."""
+    app, service = create_app(token, limits=limits, turn=turn, public_url=public_url, **options)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)

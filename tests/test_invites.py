@@ -4,9 +4,11 @@ Jupyter server an invite opens the p2p socket and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from p2p_nb import AuthError, InviteError, new_room_secret
 from p2p_nb.app import PUBLIC_URL_ENV, P2PApp
 from p2p_nb.errors import RoomSecretError
-from p2p_nb.invite import parse_invite
+from p2p_nb.invite import Invite, client_link, format_invite, parse_invite, same_server
 
 from .conftest import RunningServer, spawn_signal_server, start_server, stop_process
 from .jupyter_server import JupyterServer, run_jupyter_server
@@ -43,7 +45,7 @@ async def test_an_invite_brings_a_guest_into_the_room_with_its_secret(
         invite = parse_invite(link)
         assert invite.room == "team"
         assert invite.secret == secret
-        assert link.startswith(signal_server.url + "p2p/join?room=team&invite=inv1.")
+        assert link.startswith(signal_server.url + "p2p/join#room=team&invite=inv1.")
         assert repr(invite).count("inv1.") == 0  # the token stays out of logs
         ben = await P2PApp.connect(invite=link, thread=False)  # nothing else
         try:
@@ -192,7 +194,9 @@ async def test_an_invite_without_the_room_secret_is_refused_by_the_members(
         errors = ana.events("error")
         lost = asyncio.ensure_future(lost_with_reason(ana))
         if guest_has == "no secret":
-            mallory = await P2PApp.connect(invite=link.split("#", 1)[0], thread=False)
+            without = link.split("&secret=", 1)[0]
+            assert parse_invite(without).secret is None
+            mallory = await P2PApp.connect(invite=without, thread=False)
             secret = None
         else:
             mallory = await P2PApp.connect(invite=link, thread=False)
@@ -220,13 +224,21 @@ async def test_an_invite_without_the_room_secret_is_refused_by_the_members(
             await mallory.disconnect()
 
 
-async def test_invites_name_the_public_url_set_by_the_server_the_env_or_the_caller(
-    monkeypatch: pytest.MonkeyPatch,
+def invite_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "p2p_nb.invite"]
+
+
+async def test_invites_name_the_callers_public_url_never_the_servers_claim(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Behind a proxy or a tunnel: ``create_app(public_url=...)`` (the standalone
-    ``--public-url``) names the address invites carry; ``$P2P_NB_PUBLIC_URL``
-    and ``connect(public_url=...)`` override it, in that order."""
+    """Behind a proxy or a tunnel: ``$P2P_NB_PUBLIC_URL`` (set by one's own
+    Jupyter server for its kernels) and ``connect(public_url=...)`` name the
+    address invites carry, in that order. The server's own claim
+    (``create_app(public_url=...)``, the standalone ``--public-url``) is not
+    taken when it is not where we connected: a hostile server would send the
+    guests, and the room secret in their links, to a page of its choice."""
     monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
+    caplog.set_level(logging.WARNING, logger="p2p_nb.invite")
     server = await start_server(public_url="https://p2p.example.org/base/")
     apps: list[P2PApp] = []
     try:
@@ -238,12 +250,16 @@ async def test_invites_name_the_public_url_set_by_the_server_the_env_or_the_call
             return await app.create_invite()
 
         link = await invite_of("ana")
-        assert link.startswith("https://p2p.example.org/base/p2p/join?room=team&invite=inv1.")
+        assert link.startswith(server.url + "p2p/join#room=team&invite=inv1.")
+        assert "p2p.example.org" not in link
+        (warning,) = invite_warnings(caplog)
+        assert "https://p2p.example.org/base/" in warning
+        assert "public_url" in warning
         monkeypatch.setenv(PUBLIC_URL_ENV, "https://env.example.org/")
         link = await invite_of("ben")
-        assert link.startswith("https://env.example.org/p2p/join?room=team&invite=inv1.")
+        assert link.startswith("https://env.example.org/p2p/join#room=team&invite=inv1.")
         link = await invite_of("cy", public_url="https://tunnel.example.net/j/")
-        assert link.startswith("https://tunnel.example.net/j/p2p/join?room=team&invite=inv1.")
+        assert link.startswith("https://tunnel.example.net/j/p2p/join#room=team&invite=inv1.")
         # only the address differs: the token is this server's
         monkeypatch.delenv(PUBLIC_URL_ENV)
         here = link.replace("https://tunnel.example.net/j/", server.url)
@@ -257,21 +273,32 @@ async def test_invites_name_the_public_url_set_by_the_server_the_env_or_the_call
         await server.stop()
 
 
-async def test_the_standalone_server_names_its_public_url_in_invites(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_the_standalone_servers_public_url_is_taken_only_where_we_connected(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv(PUBLIC_URL_ENV, raising=False)
+    caplog.set_level(logging.WARNING, logger="p2p_nb.invite")
     server = await spawn_signal_server("--public-url", "https://signal.example.org/")
     try:
         app = await P2PApp.connect(server.url, server.token, thread=False)
         try:
             await app.join_room("team", name="ana")
             link = await app.create_invite()
-            assert link.startswith("https://signal.example.org/p2p/join?room=team&invite=inv1.")
+            assert link.startswith(server.url + "p2p/join#room=team&invite=inv1.")
+            assert "https://signal.example.org/" in invite_warnings(caplog)[0]
         finally:
             await app.disconnect()
     finally:
         await stop_process(server.process)
+
+
+def test_the_same_server_under_other_spellings() -> None:
+    assert same_server("HTTP://Host:80/base", "http://host/base/")
+    assert same_server("https://h:443/", "https://h")
+    assert not same_server("https://h/", "http://h/")
+    assert not same_server("https://h/a/", "https://h/b/")
+    assert not same_server("https://h:8443/", "https://h/")
+    assert not same_server("https://evil.example/?h", "https://h/")
 
 
 @pytest.mark.parametrize("bad", ["p2p.example.org/base/", "ftp://p2p.example.org/", "https://"])
@@ -304,7 +331,7 @@ async def test_an_invite_without_a_room_secret_warns_that_the_operator_stays_tru
     signal_server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The safe default is a room with a secret; an invite to a room joined
-    without one works, has no ``#`` part, and says so in a logged warning."""
+    without one works, has no ``secret=``, and says so in a logged warning."""
 
     def warnings() -> list[str]:
         return [
@@ -317,7 +344,7 @@ async def test_an_invite_without_a_room_secret_warns_that_the_operator_stays_tru
     ana = await host(signal_server)
     try:
         link = await ana.create_invite()
-        assert "#" not in link
+        assert "secret=" not in link
         assert parse_invite(link).secret is None
         assert [w for w in warnings() if "no room secret" in w] != []
         assert "stays trusted" in warnings()[-1]
@@ -326,7 +353,7 @@ async def test_an_invite_without_a_room_secret_warns_that_the_operator_stays_tru
     caplog.clear()
     ana = await host(signal_server, new_room_secret())
     try:
-        assert "#" in await ana.create_invite()
+        assert "&secret=" in await ana.create_invite()
         assert not any("no room secret" in w for w in warnings())
     finally:
         await ana.disconnect()
@@ -338,15 +365,50 @@ async def test_an_invite_without_a_room_secret_warns_that_the_operator_stays_tru
         ("ftp://host/p2p/join?room=a&invite=inv1.x", "http"),
         ("http://host/p2p/other?room=a&invite=inv1.x", "path"),
         ("http://host/p2p/join?invite=inv1.x", "one room"),
-        ("http://host/p2p/join?room=a&room=b&invite=inv1.x", "one room"),
+        ("http://host/p2p/join?room=a&room=b&invite=inv1.x", "'room' once"),
         ("http://host/p2p/join?room=a&invite=token", "invite token"),
         ("http://host/p2p/join?room=a", "invite token"),
+        ("http://host/p2p/join#invite=inv1.x&secret=s3cr3t-s3cr3t", "one room"),
+        ("http://host/p2p/join#room=a&invite=inv1.x&invite=inv1.y", "'invite' once"),
+        ("http://host/p2p/join?invite=inv1.x#room=a&invite=inv1.x", "fragment only"),
+        ("http://host/p2p/join#room=a&invite=inv1.x&server=ftp://x/", "http\\(s\\) server"),
         ("x" * 9000, "8192"),
     ],
 )
 async def test_a_malformed_invite_link_is_an_invite_error(link: str, why: str) -> None:
     with pytest.raises(InviteError, match=why):
         await P2PApp.connect(invite=link, thread=False)
+
+
+def test_an_invite_link_keeps_token_and_secret_in_the_fragment_and_reads_the_first_form() -> None:
+    """The link's query (what a browser sends, what proxies log) is empty;
+    links of the first form (``?room=&invite=#secret``) still open."""
+    secret = "pass word & = # é"
+    link = format_invite("https://h.example/base/", "team", "inv1.a.b", secret)
+    parts = urlsplit(link)
+    assert (parts.path, parts.query) == ("/base/p2p/join", "")
+    invite = parse_invite(link)
+    assert (invite.server_url, invite.room, invite.token, invite.secret) == (
+        "https://h.example/base/",
+        "team",
+        "inv1.a.b",
+        secret,
+    )
+    old = "https://h.example/base/p2p/join?room=team&invite=inv1.a.b#pass%20word%20%26"
+    invite = parse_invite(old)
+    assert (invite.server_url, invite.token, invite.secret) == (
+        "https://h.example/base/",
+        "inv1.a.b",
+        "pass word &",
+    )
+    # opened by a client the guest trusts: the page is elsewhere, the server is not
+    mine = client_link(link, "http://127.0.0.1:8888/")
+    assert mine.startswith("http://127.0.0.1:8888/p2p/join#room=team&invite=inv1.a.b&server=")
+    assert parse_invite(mine) == invite_with(invite, secret=secret)
+
+
+def invite_with(invite: Invite, **changes: str) -> Invite:
+    return dataclasses.replace(invite, **changes)
 
 
 KERNEL_HOST = """
@@ -381,7 +443,7 @@ async def test_kernels_of_two_jupyter_servers_meet_by_invite(
     with run_jupyter_server(tmp_path) as other:
         async with server_kernels(jupyter_server, 1) as (ka,), server_kernels(other, 1) as (kb,):
             link = (await ka.run(KERNEL_HOST)).strip().splitlines()[-1]
-            assert link.startswith(jupyter_server.url + "p2p/join?room=lab&invite=inv1.")
+            assert link.startswith(jupyter_server.url + "p2p/join#room=lab&invite=inv1.")
             assert (await kb.run(KERNEL_GUEST.format(link=link))).strip() == "lab"
             got = await ka.run("e = await inbox.get(timeout=30)\nprint(e.data.text)")
             assert got.strip() == "hello from another server"

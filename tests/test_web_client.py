@@ -24,8 +24,9 @@ from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from p2p_nb.app import P2PApp
 from p2p_nb.errors import P2PTimeoutError
+from p2p_nb.invite import client_link
 from p2p_nb.links import MeshSettings, ReconnectPolicy
-from p2p_nb.web import STATIC_DIR, VENDOR_DIR, vendored_files
+from p2p_nb.web import STATIC_DIR, VENDOR_DIR, render_page, vendored_files
 
 from .browser import TIMEOUT, new_user, save_screenshot
 from .conftest import RunningServer, start_server
@@ -537,15 +538,19 @@ async def test_an_invite_link_to_a_jupyter_hosted_room(
     try:
         await kernel.join_room("lab-web", name="host", secret=SECRET)
         link = await kernel.create_invite(ttl=600)
-        assert link.startswith(jupyter_server.url + "p2p/join?room=lab-web&invite=inv1.")
+        assert link.startswith(jupyter_server.url + "p2p/join#room=lab-web&invite=inv1.")
         token = re.search(r"invite=([^&#]+)", link)
         assert token is not None
         inbox = kernel.events("message")
 
-        guest = await users.open(link)
+        context = await web_user(users.browser)
+        users.contexts.append(context)
+        requests: list[str] = []
+        context.on("request", lambda r: requests.append(r.url))
+        guest = await open_client(context, link)
         # straight into the room: no room or secret to type, and neither the
         # invite nor the secret stays in the address bar
-        await expect(guest).to_have_url(jupyter_server.url + "p2p/join?room=lab-web")
+        await expect(guest).to_have_url(jupyter_server.url + "p2p/join")
         await expect(guest.get_by_label("Room", exact=True)).to_have_value("lab-web")
         await expect(guest.get_by_label("Room secret (optional)")).to_be_hidden()
         await join(guest, "guest", room=None)
@@ -555,6 +560,12 @@ async def test_an_invite_link_to_a_jupyter_hosted_room(
         assert (got.sender_name, got.text) == ("guest", "hello from the invite")
         await kernel.send_message("welcome, guest")
         await expect(chat_line(guest, "host", "welcome, guest")).to_be_visible()
+        # the invite and the secret travel in the fragment: the page's own
+        # request (what a proxy logs) carries neither; only the WebSocket has
+        # the invite, as ?invite_token= (Jupyter scrubs it from its logs)
+        assert requests[0] == jupyter_server.url + "p2p/join"
+        assert not any(SECRET in urllib.parse.unquote(url) for url in requests)
+        assert [u for u in requests if token.group(1) in u and "/p2p/socket.io/" not in u] == []
 
         # a Jupyter user comes with the server's own token (?token=, as Jupyter
         # prints it), types the room and its secret, and meets both
@@ -885,6 +896,80 @@ async def test_a_wrong_token_or_a_revoked_invite_is_explained(
         await expect(guest.get_by_role("button", name="Join")).to_be_disabled()
     finally:
         await kernel.disconnect()
+
+
+@pytest.mark.parametrize(
+    "bad", ["https://x.example/; script-src *", "ftp://x.example/", "https://x y/", "https://x/?q"]
+)
+def test_a_remote_server_that_would_bend_the_csp_stops_the_server_at_start(bad: str) -> None:
+    from p2p_nb.server.__main__ import main as signal_main
+    from p2p_nb.server.standalone import create_app
+
+    with pytest.raises(ValueError, match="remote signaling server"):
+        create_app("tok", remote_servers=[bad])
+    with pytest.raises(SystemExit):
+        signal_main(["--port", "0", "--remote-server", bad])
+    _, headers = render_page("/", "standalone", ["https://signal.example.org/base"])
+    assert (
+        "connect-src 'self' https://signal.example.org wss://signal.example.org;"
+        in headers["Content-Security-Policy"]
+    )
+
+
+@pytest.mark.anyio
+async def test_an_invite_opened_with_a_web_client_the_guest_trusts(
+    server: RunningServer, users: Users
+) -> None:
+    """The page that reads the room secret is the one the guest's browser
+    runs. With ``client_link`` the invite opens on a server the guest trusts
+    (its own, started with ``--remote-server``), whose page connects to the
+    link's signaling server (which lets that origin in, ``--cors-origin``):
+    the signaling server serves nothing the guest runs. A server that does
+    not allow that remote says so instead of connecting anywhere."""
+    kernel = await kernel_peer(server, "host", secret=SECRET)
+    own = await start_server(remote_servers=[server.url])
+    try:
+        server.service.sio.eio.cors_allowed_origins = [own.url.rstrip("/")]
+        link = await kernel.create_invite(ttl=600)
+        mine = client_link(link, own.url)
+        context = await web_user(users.browser)
+        users.contexts.append(context)
+        requests: list[str] = []
+        context.on("request", lambda r: requests.append(r.url))
+        guest = await open_client(context, mine)
+        await expect(guest).to_have_url(own.url + "p2p/join")
+        sockets: list[str] = []
+        guest.on("websocket", lambda ws: sockets.append(ws.url))
+        await join(guest, "guest", room=None)
+        await wait_connected(guest, "host")
+        inbox = kernel.events("message")
+        await send_chat(guest, "from a page I trust")
+        got = (await inbox.get(timeout=TIMEOUT)).data
+        assert (got.sender_name, got.text) == ("guest", "from a page I trust")
+        # everything the page runs came from the guest's own server; the
+        # signaling server only got the socket
+        assert requests != []
+        assert all(u.startswith(own.url) for u in requests), requests
+        signal_socket = server.url.replace("http://", "ws://") + "p2p/socket.io/"
+        assert [u for u in sockets if not u.startswith(signal_socket)] == []
+        assert sockets != []
+        assert not any(SECRET in urllib.parse.unquote(u) for u in requests + sockets)
+
+        # a server without --remote-server for it refuses to connect there
+        strict = await start_server()
+        try:
+            other = await users.open(client_link(link, strict.url))
+            await other.get_by_label("Your name").fill("nobody")
+            await other.get_by_role("button", name="Join").click()
+            await expect(other.locator("#errors")).to_contain_text(
+                "connects only to its own server"
+            )
+            await other.close()
+        finally:
+            await strict.stop()
+    finally:
+        await kernel.disconnect()
+        await own.stop()
 
 
 async def join_fails(page: Page, name: str, room: str = ROOM) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Download, Locator, Page, expect
 
+from p2p_nb.invite import format_invite, parse_invite
 from p2p_nb.names import NameProblem, clean_name, name_key
 from p2p_nb.protocol import ChatMessage
 from p2p_nb.server import ServerLimits
@@ -201,9 +202,10 @@ async def test_an_invite_guest_corrects_a_wrong_secret_in_place_and_reloads(
     host = await kernel_peer(server, "host", secret=SECRET)
     try:
         link = await host.create_invite(ttl=600)
-        base, _, _ = link.partition("#")
-        invite = urllib.parse.parse_qs(urllib.parse.urlsplit(base).query)["invite"][0]
-        guest = await users.open(f"{base}#{urllib.parse.quote('correct horse')}")
+        parsed = parse_invite(link)
+        invite = parsed.token
+        cut = format_invite(parsed.server_url, parsed.room, invite, "correct horse")
+        guest = await users.open(cut)
         await join(guest, "guest", room=None)
         notice = guest.locator("#errors li")
         await expect(notice).to_have_count(1)
@@ -230,7 +232,7 @@ async def test_an_invite_guest_corrects_a_wrong_secret_in_place_and_reloads(
 
 
 def room_of(link: str) -> str:
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["room"][0]
+    return parse_invite(link).room
 
 
 @pytest.mark.anyio

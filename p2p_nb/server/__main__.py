@@ -16,6 +16,7 @@ from aiohttp import web
 from ..errors import InviteError
 from ..invite import check_server_url
 from ..turn import TurnServer
+from ..web import check_remote_server
 from .keyfile import KeyFileError
 from .limits import ServerLimits
 from .standalone import create_app, make_runner
@@ -44,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ORIGIN",
         help="browser origin allowed to connect (repeatable); default: same origin only",
+    )
+    p.add_argument(
+        "--remote-server",
+        action="append",
+        default=None,
+        type=_remote_server,
+        metavar="URL",
+        help=(
+            "another (standalone) signaling server the web client served here may "
+            "connect to, for invite links to it opened here (repeatable); that "
+            "server's --cors-origin must name this one's origin"
+        ),
     )
     p.add_argument("--max-peers-per-room", type=int, default=ServerLimits.max_peers_per_room)
     p.add_argument(
@@ -134,6 +147,7 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
             resume_key_file=args.resume_key_file,
             turn=turn,
             public_url=args.public_url,
+            remote_servers=args.remote_server,
         )
     except KeyFileError as exc:
         raise SystemExit(f"p2p-nb-signal: {exc}") from None
@@ -175,6 +189,13 @@ def _public_url(value: str) -> str:
     try:
         return check_server_url(value)
     except InviteError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _remote_server(value: str) -> str:
+    try:
+        return check_remote_server(value)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

@@ -507,10 +507,12 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             for s, p in svc.peers.items()
             if p.identity.kind == "invite" and p.identity.subject == claim.id
         ]
+        # the peer ids they had, so the revoker can re-key the room without them
+        peer_ids = [pid for pid in (svc.peers[g].peer_id for g in guests) if pid is not None]
         for guest in guests:
             await self.disconnect(guest)
         log.info("invite %s revoked; %d connection(s) closed", claim.id, len(guests))
-        return {"ok": True, "id": claim.id, "closed": len(guests)}
+        return {"ok": True, "id": claim.id, "closed": len(guests), "peers": peer_ids}
 
     async def on_leave(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         if self.service.peers[sid].room is None:

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..turn import TurnServer
-from ..web import JOIN_PATH, STATIC_DIR, STATIC_PATH, render_page
+from ..web import JOIN_PATH, STATIC_DIR, STATIC_PATH, check_remote_server, render_page
 from .auth import Authority, Credentials, Identity
 from .core import Authenticate, SignalingService
 from .invites import InviteBook, check_invite
@@ -110,6 +110,7 @@ def create_app(
     resume_key_file: str | os.PathLike[str] | None = None,
     turn: TurnServer | None = None,
     public_url: str | None = None,
+    remote_servers: list[str] | None = None,
 ) -> tuple[web.Application, SignalingService]:
     """Build the aiohttp application; run it with :func:`make_runner`.
 
@@ -119,8 +120,12 @@ def create_app(
     then a restart gives everyone new ids. It is never derived from the token,
     which every client holds. With ``turn``, every peer that joins gets
     credentials for that TURN server. ``public_url``: the base URL invites
-    name (default: the URL each client connected to).
+    name (default: the URL each client connected to). ``remote_servers``:
+    other signaling services the web client served here may connect to, for
+    invite links to them opened here (``server=`` in the fragment): a guest
+    who trusts this server keeps the room secret from those operators.
     """
+    remotes = [check_remote_server(url) for url in remote_servers or []]
     if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
         resume_key = os.environ["P2P_NB_RESUME_KEY"].encode()
     if resume_key is None and resume_key_file is not None:
@@ -153,7 +158,7 @@ def create_app(
         return web.json_response(body, status=status)
 
     async def join_page(request: web.Request) -> web.Response:
-        page, headers = render_page("/", "standalone")
+        page, headers = render_page("/", "standalone", remotes)
         return web.Response(
             text=page,
             headers={k: v for k, v in headers.items() if k != "Content-Type"},

@@ -15,9 +15,11 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """Root of the files the browser loads (``index.html`` is the template)."""
@@ -45,17 +47,59 @@ def _inline_script_hashes(page: str) -> list[str]:
     return hashes
 
 
-def render_page(base_url: str, host: Host) -> tuple[str, dict[str, str]]:
+_NETLOC = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+
+def check_remote_server(url: str) -> str:
+    """``url`` if the page may name it as a remote signaling service (an
+    http(s) base URL with a plain host: it goes into the CSP header);
+    ``ValueError`` otherwise, so a typo stops the server at start."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not _NETLOC.match(parts.netloc)
+        or parts.query
+        or parts.fragment
+        or any(c in parts.path for c in " ;,'\"<>")
+    ):
+        raise ValueError(f"a remote signaling server is an http(s) base URL, not {url!r}")
+    return url if url.endswith("/") else url + "/"
+
+
+def _origins(url: str) -> list[str]:
+    """CSP sources for a remote server: its origin and its WebSocket twin
+    (Chromium does not match ``ws:`` against an ``http:`` source)."""
+    parts = urlsplit(url)
+    socket = "wss" if parts.scheme == "https" else "ws"
+    return [f"{parts.scheme}://{parts.netloc}", f"{socket}://{parts.netloc}"]
+
+
+def render_page(
+    base_url: str, host: Host, remote_servers: Sequence[str] = ()
+) -> tuple[str, dict[str, str]]:
     """The join page for a service at ``base_url`` (ending in ``/``): its HTML
     and the headers it goes with (no caching, no referrer, a strict CSP).
+
+    ``remote_servers``: base URLs of other (standalone) signaling services the
+    page may connect to, for an invite link whose fragment names one
+    (``server=``): its operator trusts this page's origin with the room
+    secret rather than the remote operator's (docs/protocol.md, section 8).
+    The CSP lets the page connect to their origins and nowhere else.
 
     The base URL is the operator's, never a client's, and still goes into the
     page only as JSON inside a non-executed script element, ``<`` escaped."""
     if not base_url.endswith("/"):
         base_url += "/"
+    remotes = [check_remote_server(url) for url in remote_servers]
+    connect = sorted({source for url in remotes for source in _origins(url)})
     static = base_url + STATIC_PATH
     config = json.dumps(
-        {"host": host, "socketPath": base_url + "p2p/socket.io/", "base": base_url}
+        {
+            "host": host,
+            "socketPath": base_url + "p2p/socket.io/",
+            "base": base_url,
+            "remotes": remotes,
+        }
     ).replace("<", "\\u003c")
     page = (
         _template()
@@ -66,7 +110,7 @@ def render_page(base_url: str, host: Host) -> tuple[str, dict[str, str]]:
         [
             "default-src 'self'",
             "script-src 'self' " + " ".join(_inline_script_hashes(page)),
-            "connect-src 'self'",
+            " ".join(["connect-src 'self'", *connect]),
             "img-src 'self' data: blob:",
             "object-src 'none'",
             "base-uri 'none'",

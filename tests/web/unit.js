@@ -167,8 +167,32 @@ test("room key: secrets of 8 to 1024 characters", async () => {
 });
 
 test("room key: SDP identity as Python's splitlines and strip", () => {
-  eq(roomkey.sdpIdentity("a=fingerprint:sha-256 AA\na=ice-ufrag: u \r\na=ice-ufrag:second\ra=ice-pwd:p\r\na=fingerprint: SHA-256 BB "),
-    { fingerprints: ["sha-256 aa", "sha-256 bb"], iceUfrag: "u", icePwd: "p" });
+  eq(roomkey.sdpIdentity("a=fingerprint:sha-256 AA\na=ice-ufrag: u\x1f \r\na=ice-pwd:p\ufeff\ra=fingerprint: SHA-512 BB "),
+    { fingerprints: ["sha-256 aa", "sha-512 bb"], iceUfrag: "u", icePwd: "p\ufeff" });
+  // the same credentials again in another m= section (a bundle) are one set
+  eq(roomkey.sdpIdentity(`${SDP}m=application 9 x y\r\na=ice-ufrag:Uf\r\na=fingerprint:sha-256 AA:BB\r\n`).iceUfrag, "Uf");
+});
+
+test("room key: an SDP with a second set of ICE credentials or a repeated fingerprint is refused", async () => {
+  // docs/protocol.md ("Authenticator"): aiortc would use the appended pair
+  const appended = "a=ice-ufrag:Evil\r\na=ice-pwd:EvilEvilEvilEvilEvilEv\r\n";
+  const key = await roomkey.RoomKey.derive("team", "correct horse battery staple");
+  const offer = {
+    type: "offer", sdp: SDP, attempt: "0".repeat(16), commit: "11".repeat(32),
+    auth: "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda",
+  };
+  await key.check("aaaa", "bbbb", offer);
+  await rejects(key.check("aaaa", "bbbb", { ...offer, sdp: SDP + appended }), roomkey.RoomSecretError, "appended");
+  const bad = [
+    SDP + appended,
+    `${SDP}a=fingerprint:SHA-256 CC:DD\r\n`,
+    `${SDP}m=application 9 x y\r\na=ice-ufrag:Ev\r\n`,
+    `${SDP}m=application 9 x y\r\na=ice-pwd:Pw\r\na=ice-pwd:Pw\r\n`,
+  ];
+  for (const sdp of bad) {
+    const exc = throws(() => roomkey.sdpIdentity(sdp), roomkey.RoomSecretError, sdp);
+    if (!exc.message.startsWith("its SDP")) throw new Error(exc.message);
+  }
 });
 
 // --- transfer state -------------------------------------------------------------------
@@ -251,10 +275,13 @@ test("transfer: statuses say each thing once; no rate for a tiny file; risky typ
 test("credentials: both link forms, and the address cleaned", () => {
   const base = "https://h.example/p2p/join";
   eq(credentials.parseAddress(`${base}?room=r&invite=inv1.x#s%20e%23cret`),
-    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret" });
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret", server: null });
   eq(credentials.parseAddress(`${base}?room=r#invite=inv1.x&secret=s%20e%23cret`),
-    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret" });
-  eq(credentials.parseAddress(`${base}?token=t`), { token: "t", invite: null, room: null, secret: null });
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret", server: null });
+  eq(credentials.parseAddress(`${base}?token=t`), { token: "t", invite: null, room: null, secret: null, server: null });
+  // what p2p_nb.invite.format_invite and client_link make: everything in the fragment
+  eq(credentials.parseAddress(`${base}#room=r&invite=inv1.x&server=https%3A%2F%2Fs.example%2F&secret=s%20e%23cret`),
+    { token: null, invite: "inv1.x", room: "r", secret: "s e#cret", server: "https://s.example/" });
   eq(credentials.parseAddress(`${base}#100%`).secret, "100%");
   eq(credentials.cleanAddress(`${base}?room=r&invite=inv1.x&token=t#s`), "/p2p/join?room=r");
 });

@@ -9,11 +9,13 @@
 //
 // Links come in two forms, both read here (docs/protocol.md, section 7):
 //   …/p2p/join?room=R&invite=TOKEN#SECRET         (the secret alone after #)
-//   …/p2p/join?room=R#invite=TOKEN&secret=SECRET  (the invite kept out of what is sent)
-// plus ?token=T for the standalone or Jupyter token.
+//   …/p2p/join#room=R&invite=TOKEN&secret=SECRET  (what hosts make: nothing in what is sent)
+//   …/p2p/join?room=R#invite=TOKEN&secret=SECRET
+// plus ?token=T for the standalone or Jupyter token, and server=URL in the
+// fragment when the link's signaling server is not this page's own.
 
 const STORE_KEY = "p2p-nb-address";
-const FIELDS = ["token", "invite", "room", "secret"];
+const FIELDS = ["token", "invite", "room", "secret", "server"];
 
 function nonEmpty(value) {
   return typeof value === "string" && value !== "" ? value : null;
@@ -24,9 +26,9 @@ export function parseAddress(href) {
   const url = new URL(href);
   const query = url.searchParams;
   const found = { token: nonEmpty(query.get("token")), invite: nonEmpty(query.get("invite")),
-    room: nonEmpty(query.get("room")), secret: null };
+    room: nonEmpty(query.get("room")), secret: null, server: null };
   const fragment = url.hash.length > 1 ? url.hash.slice(1) : "";
-  if (/^(invite|secret|room|token)=/.test(fragment)) {
+  if (/^(invite|secret|room|token|server)=/.test(fragment)) {
     const params = new URLSearchParams(fragment);
     for (const key of FIELDS) found[key] = nonEmpty(params.get(key)) ?? found[key];
   } else if (fragment) {

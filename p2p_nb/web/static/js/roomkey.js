@@ -35,20 +35,50 @@ async function hkdf(master, info) {
 
 // Python's str.splitlines() boundaries.
 const LINE_BREAK = /\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]/;
+// Python's str.isspace() characters (String.prototype.trim differs: it strips
+// U+FEFF and keeps U+001C-U+001F and U+0085), for strip() and split().
+const PY_SPACE = "\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const PY_OUTER_SPACE = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "g");
+const PY_SPACES = new RegExp(`[${PY_SPACE}]+`);
+const pyStrip = (text) => text.replace(PY_OUTER_SPACE, "");
+const pySplit = (text) => pyStrip(text).split(PY_SPACES).filter(Boolean);
 
-/** Every a=fingerprint: value (lowercased, in order), the first ice-ufrag and ice-pwd. */
+/** Every a=fingerprint: value (lowercased, in order), the ice-ufrag and ice-pwd;
+ * RoomSecretError (as p2p_nb/roomkey.py) for an SDP that gives ICE credentials
+ * twice in one section (session part or one m= section) or different ones in
+ * two, or repeats a fingerprint's hash function in one section: only one set
+ * of ICE credentials can be authenticated, and a stack may use another. */
 export function sdpIdentity(sdp) {
   const fingerprints = [];
-  let iceUfrag = "";
-  let icePwd = "";
+  const values = { "ice-ufrag": new Set(), "ice-pwd": new Set() };
+  let level = new Set();
   for (const raw of sdp.split(LINE_BREAK)) {
-    const line = raw.trim();
-    const value = () => line.slice(line.indexOf(":") + 1).trim();
-    if (line.startsWith("a=fingerprint:")) fingerprints.push(value().toLowerCase());
-    else if (line.startsWith("a=ice-ufrag:") && !iceUfrag) iceUfrag = value();
-    else if (line.startsWith("a=ice-pwd:") && !icePwd) icePwd = value();
+    const line = pyStrip(raw);
+    if (line.startsWith("m=")) {
+      level = new Set();
+      continue;
+    }
+    const colon = line.indexOf(":");
+    if (!line.startsWith("a=") || colon < 0) continue;
+    const attr = line.slice(2, colon);
+    if (attr !== "fingerprint" && !(attr in values)) continue;
+    const value = pyStrip(line.slice(colon + 1));
+    let what;
+    if (attr === "fingerprint") {
+      fingerprints.push(value.toLowerCase());
+      what = `a=fingerprint for ${(pySplit(value)[0] ?? "").toLowerCase()}`;
+    } else {
+      values[attr].add(value);
+      what = `a=${attr}`;
+    }
+    if (level.has(what)) throw new RoomSecretError(`its SDP repeats ${what} in one section`);
+    level.add(what);
   }
-  return { fingerprints, iceUfrag, icePwd };
+  for (const [attr, seen] of Object.entries(values)) {
+    if (seen.size > 1) throw new RoomSecretError(`its SDP gives ${seen.size} different a=${attr} values`);
+  }
+  const first = (set) => set.values().next().value ?? "";
+  return { fingerprints, iceUfrag: first(values["ice-ufrag"]), icePwd: first(values["ice-pwd"]) };
 }
 
 /** The exact bytes the authenticator covers, or RoomSecretError for text that
@@ -111,7 +141,15 @@ export class RoomKey {
       throw new RoomSecretError(
         `the ${signal.type} from ${sender} has no room authenticator: it does not know the room secret`);
     }
-    const want = await this.authenticate(sender, receiver, signal);
+    let want;
+    try {
+      want = await this.authenticate(sender, receiver, signal);
+    } catch (exc) {
+      if (!(exc instanceof RoomSecretError && exc.message.startsWith("its SDP"))) throw exc;
+      throw new RoomSecretError(
+        `the ${signal.type} from ${sender} is refused: ${exc.message} `
+        + "(altered on the way: only one set of ICE credentials can be authenticated)");
+    }
     let diff = given.length ^ want.length;
     for (let i = 0; i < want.length; i++) diff |= want.charCodeAt(i) ^ given.charCodeAt(i % Math.max(given.length, 1));
     if (diff !== 0) {

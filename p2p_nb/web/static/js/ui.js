@@ -132,11 +132,33 @@ function submitJoin() {
   });
 }
 
+/** The signaling server an invite link names in its fragment (`server=`),
+ * as a URL, if it is not this page's own; an Error if this page's operator
+ * does not allow it (docs/protocol.md, section 8). */
+function remoteServer() {
+  if (!given.server) return null;
+  let url;
+  try {
+    url = new URL(given.server);
+  } catch {
+    throw new Error("The invite link names a signaling server that is not a URL.");
+  }
+  if (!url.pathname.endsWith("/")) url.pathname += "/";
+  if (url.href === new URL(config.base, location.origin).href) return null;
+  if (!config.remotes.includes(url.href)) {
+    throw new Error(`This page connects only to its own server, and ${url.href} is not one its `
+      + "operator allows: open the invite link as it was sent, or use a client that allows it.");
+  }
+  return url;
+}
+
 /** Ask the server whether the invite is still good, so a guest learns why
  * before joining (docs/protocol.md, section 7, "Checking it"). */
 async function checkInvite() {
   let reply;
   try {
+    // another server's check would need its CORS headers: there the join says what is wrong
+    if (given.server && remoteServer()) return;
     const response = await fetch(`${config.base}p2p/invite`, {
       headers: { Authorization: `token ${given.invite}` },
       cache: "no-store",
@@ -154,7 +176,12 @@ async function join({ name, room, secret, token }) {
   localStorage.setItem("p2p-nb-name", name);
   const query = {};
   let authToken = null;
-  if (config.host === "jupyter") {
+  const remote = remoteServer();
+  if (remote) {
+    // another (standalone) signaling server, one this page's operator allows:
+    // the page, which reads the secret, is this server's, not the remote's
+    authToken = given.invite ?? token;
+  } else if (config.host === "jupyter") {
     // Jupyter reads its own token from ?token=; an invite from ?invite_token= (docs/protocol.md, section 7)
     if (given.invite) query.invite_token = given.invite;
     else if (token) query.token = token;
@@ -162,7 +189,9 @@ async function join({ name, room, secret, token }) {
     authToken = given.invite ?? token;
   }
   $("join-status").textContent = secret ? "Deriving the room key…" : "Connecting…";
-  const joining = new P2PClient({ socketPath: config.socketPath, token: authToken, query });
+  const joining = remote
+    ? new P2PClient({ url: remote.origin, socketPath: `${remote.pathname}p2p/socket.io/`, token: authToken })
+    : new P2PClient({ socketPath: config.socketPath, token: authToken, query });
   try {
     await joining.connect();
     $("join-status").textContent = "Joining…";
