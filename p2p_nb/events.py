@@ -50,6 +50,7 @@ EVENT_NAMES = (
     "transfer_failed",
     "signaling_lost",
     "signaling_restored",
+    "room_rekeyed",
     "error",
     "disconnected",
 )

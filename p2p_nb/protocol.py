@@ -285,6 +285,7 @@ BUILTIN_TYPES = frozenset(
         "relay-open",
         "relay-frame",
         "safety-reveal",
+        "rekey",
     }
     | FILE_CONTROL_TYPES
 )

@@ -185,6 +185,10 @@ async def test_custom_message_types(make_peer: MakePeer) -> None:
         b.register_handler("chat", got.put_nowait)
     with pytest.raises(ValueError, match="built-in"):
         await a.send_custom("ping", {})
+    with pytest.raises(ValueError, match="built-in"):  # re-keying's own message
+        b.register_handler("rekey", got.put_nowait)
+    with pytest.raises(ValueError, match="built-in"):
+        await a.send_custom("rekey", {})
     with pytest.raises(ValueError, match="envelope"):
         await a.send_custom("vote", {"type": "x"})
     with pytest.raises(ValueError, match="envelope"):

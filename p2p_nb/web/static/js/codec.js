@@ -25,7 +25,7 @@ export const FILE_CONTROL_TYPES = new Set([
 ]);
 export const BUILTIN_TYPES = new Set([
   "chat", "chat-ack", "ping", "pong", "file-offer", "capabilities", "mesh-report",
-  "relay-open", "relay-frame", "safety-reveal", ...FILE_CONTROL_TYPES,
+  "relay-open", "relay-frame", "safety-reveal", "rekey", ...FILE_CONTROL_TYPES,
 ]);
 
 /** A frame or field that breaks the protocol: reported, never fatal to the channel. */
