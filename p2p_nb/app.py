@@ -79,6 +79,9 @@ PLAIN_INVITE_WARNING = (
     "join with secret=p2p_nb.new_room_secret() to keep them out"
 )
 PUBLIC_URL_ENV = "P2P_NB_PUBLIC_URL"
+EJECTED_REASONS = frozenset({"revoked", "expired"})
+"""``peer_left`` reasons after which nothing more from that peer is shown."""
+MAX_EJECTED = 1000
 """The base URL others reach the signaling service at: what invites name (the
 Jupyter extension sets it for its kernels from its ``public_url`` trait)."""
 DATAFRAME_FORMATS = ("parquet", "csv")
@@ -235,6 +238,10 @@ class P2PApp:
         """Peers the server's roster lacked when we rejoined while our link to
         them was still open: after a server restart they may not be back yet.
         One whose link then closes (before the server announces it) has left."""
+        self._ejected: dict[str, None] = {}
+        """Peers the server put out (their invite revoked or expired): nothing
+        more from them is shown, even what their closing link still delivers.
+        Insertion-ordered, the oldest forgotten beyond :data:`MAX_EJECTED`."""
 
     # ----------------------------------------------------------------- set-up
     @classmethod
@@ -1040,6 +1047,8 @@ class P2PApp:
     def _on_relay(self, from_id: str, data: str | bytes) -> None:
         if self._hold(self._on_relay, from_id, data):
             return
+        if from_id in self._ejected:
+            return
         if self._mesh is not None:
             self._mesh.handle_relay(from_id, data)
 
@@ -1145,6 +1154,10 @@ class P2PApp:
     def _on_peer_left(self, peer_id: str, reason: str) -> None:
         if self._hold(self._on_peer_left, peer_id, reason):
             return
+        if reason in EJECTED_REASONS:
+            self._ejected[peer_id] = None
+            while len(self._ejected) > MAX_EJECTED:
+                del self._ejected[next(iter(self._ejected))]
         if self._mesh is None or peer_id not in self._peers:
             return
         self._unconfirmed.discard(peer_id)
@@ -1160,6 +1173,8 @@ class P2PApp:
 
     def _on_signal(self, from_id: str, data: dict[str, Any]) -> None:
         if self._hold(self._on_signal, from_id, data):
+            return
+        if from_id in self._ejected:
             return
         if self._mesh is not None:
             self._mesh.handle_signal(from_id, data)
@@ -1184,6 +1199,9 @@ class P2PApp:
 
     # ---------------------------------------------------------- mesh → events
     def _on_mesh_event(self, name: str, peer_id: str, data: Any) -> None:
+        if name in ("control", "binary") and peer_id in self._ejected:
+            log.info("dropped a frame from %s: the server put it out of the room", peer_id)
+            return
         if name == "control":
             self._on_control(peer_id, data)
         elif name == "binary":

@@ -6,7 +6,8 @@
 // changed), "chat" (a message, ours or another's), "transfer" (a transfer
 // changed; {transfer}), "offer" ({transfer}: someone offers a file),
 // "received" ({transfer, blob, name}), "error" ({peerId, error}), "status"
-// ({state, reason}: "connecting", "joined", "left", "disconnected"),
+// ({state, reason}: "connecting", "joined", "left", "disconnected", and "ended":
+// the server put us out for good, e.g. the invite was revoked; nothing follows),
 // "presence" ({peerId, name, what}: "joined" or "left", for peers that came
 // or went while we were in the room).
 
@@ -107,6 +108,7 @@ export class P2PClient extends EventTarget {
     // every request goes with an ack that carries the same refusal: reported there, once
     socket.on("error", (e) => this.log(`${e?.event} refused: ${e?.code}: ${e?.message}`));
     socket.on("probe", (_data, ack) => ack?.({ ok: true }));
+    socket.on("session_ended", (e) => this.ended(e));
     socket.on("resume_attempt", () => this.reportError(null, new Error("someone with your credentials tried to take your place in the room")));
     socket.on("disconnect", (reason) => {
       if (!this.closing) this.emitEvent("status", { state: "disconnected", reason });
@@ -745,6 +747,28 @@ export class P2PClient extends EventTarget {
     this.sendControl(t, "file-done", { offset: t.size });
     this.emitEvent("transfer", { transfer: t });
     this.emitEvent("received", { transfer: t, blob });
+  }
+
+  /** The server ended our session for good (docs/protocol.md, `session_ended`:
+   * the invite was revoked or expired): say why, once, and stop. No reconnecting,
+   * since no retry can change it; links and transfers close, the room is gone. */
+  ended(detail) {
+    if (this.closing) return;
+    this.closing = true;
+    const reason = typeof detail?.reason === "string" ? detail.reason : "ended";
+    const message = typeof detail?.message === "string" && detail.message
+      ? detail.message.slice(0, 200) : "the signaling server ended the session";
+    clearInterval(this.pinger);
+    this.socket?.disconnect();
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+    for (const t of this.transfers.values()) {
+      if (!t.finished) this.fail(t, "cancelled", message, false);
+    }
+    this.room = null;
+    this.reportError(null, new SignalingError(`invite_${reason}`, message));
+    this.emitEvent("status", { state: "ended", reason: message });
+    this.emitEvent("peers");
   }
 
   // ----------------------------------------------------------------- leave
