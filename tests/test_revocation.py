@@ -9,6 +9,7 @@ that shows whether the server itself closes the door.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -22,7 +23,6 @@ import pytest
 
 from p2p_nb import AuthError
 from p2p_nb.app import P2PApp
-from p2p_nb.errors import P2PError
 from p2p_nb.invite import parse_invite
 
 from .conftest import RunningServer, start_server
@@ -211,13 +211,30 @@ async def test_the_revoked_guest_is_told_and_nothing_it_sends_after_reaches_the_
             errors = ben.events("error")
             left = ana.events("peer_left")
             ben_id = ben.peer_id
+            assert ana._mesh is not None
+            assert ben._mesh is not None
+            # the host is slow to close its link (a busy machine): frames the
+            # guest sends meanwhile do reach the host's end of it
+            closing = ana._mesh.remove_peer
+            release = asyncio.Event()
+
+            async def slow_remove(peer_id: str) -> None:
+                await release.wait()
+                await closing(peer_id)
+
+            ana._mesh.remove_peer = slow_remove  # type: ignore[method-assign]
             await ana.revoke_invite(link)
             assert ben_id not in ana.peers  # gone before the revoke's reply
-            with contextlib.suppress(P2PError):  # sent if its link is still open
-                await ben.send_message("after the revoke")
+            await ben.send_message("after the revoke")
+            # the host's link has read it: the pong to a ping sent after it
+            # is back, and the message is acknowledged
+            out = ben._mesh.links[ana.peer_id or ""].out
+            await out.drain(TIMEOUT)
+            assert not out.unacked
+            assert [m.text for m in ana.messages] == ["before the revoke"]
+            release.set()
             gone = await left.get(timeout=TIMEOUT)
             assert (gone.peer_id, gone.data["reason"]) == (ben_id, "revoked")
-            # the host's link to ben is closed now: whatever it delivered was seen
             told = await errors.wait_for(
                 "error", lambda e: isinstance(e.data, AuthError), timeout=TIMEOUT
             )
@@ -228,3 +245,79 @@ async def test_the_revoked_guest_is_told_and_nothing_it_sends_after_reaches_the_
             assert [m.text for m in ana.messages] == ["before the revoke"]
         finally:
             await ben.disconnect()
+
+
+async def call_then_rest(sock: RawSocket, event: str, data: dict[str, Any]) -> list[Any]:
+    """Send one request; every Socket.IO packet that follows until the
+    transport closes, decoded (the reply and the events, in arrival order)."""
+    sock.acks += 1
+    await sock.ws.send_str(f"42{sock.acks}" + json.dumps([event, data]))
+    seen: list[Any] = []
+    for packet in await sock.rest():
+        kind, body = packet[:2], packet[2:].lstrip("0123456789")
+        seen.append((kind, json.loads(body) if body else None))
+    return seen
+
+
+@pytest.mark.parametrize("event", ["leave", "join", "signal", "relay", "update"])
+async def test_after_its_expiry_an_invite_gets_no_request_through(
+    signal_server: RunningServer, event: str
+) -> None:
+    """A live socket whose invite has expired (the clock moved past it) has
+    each request refused with ``invite_expired``, and its session ends: the
+    room hears it left (reason ``expired``), the transport closes."""
+    clock = set_clock(signal_server)
+    async with host(Where(signal_server.url, signal_server.token), "exp1") as ana:
+        link = await ana.create_invite(ttl=600)
+        async with raw_socket(signal_server.url, parse_invite(link).token) as guest:
+            assert (await guest.connect()).startswith("40{")
+            assert (await guest.call("join", {"room": "exp1", "name": "eve"}))["ok"] is True
+            left = ana.events("peer_left")
+            clock.offset = 601.0
+            payload = {
+                "leave": {},
+                "join": {"room": "exp1", "name": "eve"},
+                "signal": {"to": ana.peer_id, "type": "candidate", "candidate": None},
+                "relay": {"to": ana.peer_id, "data": "hello"},
+                "update": {"capabilities": {}},
+            }[event]
+            seen = await call_then_rest(guest, event, payload)
+            replies = [body[0] for kind, body in seen if kind == "43"]
+            assert [r["error"]["code"] for r in replies] == ["invite_expired"]
+            ended = [body[1] for kind, body in seen if kind == "42" and body[0] == "session_ended"]
+            assert [e["reason"] for e in ended] == ["expired"]
+            assert "your invite expired" in ended[0]["message"]
+            gone = await left.get(timeout=TIMEOUT)
+            assert (gone.data["name"], gone.data["reason"]) == ("eve", "expired")
+        assert len(signal_server.service.peers) == 1  # only the host is left
+
+
+async def test_an_invite_ends_its_sessions_when_it_expires(signal_server: RunningServer) -> None:
+    """No request needed: at the invite's expiry its session ends (engine.io's
+    pings would keep an idle socket open for ever), and a Python guest is
+    told so (``AuthError``, not a reconnect loop)."""
+    clock = set_clock(signal_server)
+    async with host(Where(signal_server.url, signal_server.token), "exp2") as ana:
+        link = await ana.create_invite(ttl=60)
+        token = parse_invite(link).token
+        expires = signal_server.service.invites.check(token).expires
+        clock.offset = expires - 3.0 - time.time()  # 3 s left from now
+        left = ana.events("peer_left")
+        async with raw_socket(signal_server.url, token) as idle:
+            assert (await idle.connect()).startswith("40{")
+            assert (await idle.call("join", {"room": "exp2", "name": "eve"}))["ok"] is True
+            ben = await P2PApp.connect(invite=link, thread=False)
+            try:
+                errors = ben.events("error")
+                await ben.join_room(name="ben")
+                rest = await idle.rest()  # sends nothing: the timer ends it
+                assert any(p.startswith('42["session_ended",{"reason":"expired"') for p in rest)
+                told = await errors.wait_for(
+                    "error", lambda e: isinstance(e.data, AuthError), timeout=TIMEOUT
+                )
+                assert "your invite expired" in str(told.data)
+                assert told.data.code == "invite_expired"
+                reasons = {(await left.get(timeout=TIMEOUT)).data["reason"] for _ in range(2)}
+                assert reasons == {"expired"}
+            finally:
+                await ben.disconnect()
