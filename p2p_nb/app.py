@@ -51,7 +51,7 @@ from .memory import release_memory
 from .mesh import Mesh
 from .names import MAX_NAME_CHARS, NameProblem, clean_name
 from .netthread import NetworkThread
-from .roomkey import RoomKey
+from .roomkey import RoomKey, secret_warning
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
 from .transfer import (
@@ -364,6 +364,9 @@ class P2PApp:
             secret = secret if secret is not None else self._invite.secret
         if room is None:
             raise ValueError("join_room needs a room (or an app connected with an invite)")
+        weak = secret_warning(secret) if isinstance(secret, str) else None
+        if weak is not None:
+            log.warning("room %r: %s", room, weak)
         # scrypt takes a fraction of a second: off the loop
         self._room_key = (
             await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
