@@ -20,14 +20,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playwright.async_api import expect
 
-from p2p_nb import AuthError
+from p2p_nb import AuthError, new_room_secret
 from p2p_nb.app import P2PApp
 from p2p_nb.invite import parse_invite
 
 from .conftest import RunningServer, start_server
 from .jupyter_server import JupyterServer
 from .test_mesh import wait_mesh
+from .test_web_client import Users, join, users, wait_connected
+
+__all__ = ["users"]  # the browser users fixture, shared with the web client tests
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 20.0
@@ -321,3 +325,30 @@ async def test_an_invite_ends_its_sessions_when_it_expires(signal_server: Runnin
                 assert reasons == {"expired"}
             finally:
                 await ben.disconnect()
+
+
+async def test_a_revoked_browser_guest_sees_why_and_stops(
+    signal_server: RunningServer, users: Users
+) -> None:
+    """The web client's final state: the page says the invite was revoked,
+    never "reconnecting", its links are closed, and the host has dropped it."""
+    kernel = await P2PApp.connect(signal_server.url, signal_server.token, thread=False)
+    try:
+        await kernel.join_room("webrev", name="host", secret=new_room_secret())
+        link = await kernel.create_invite(ttl=600)
+        guest = await users.open(link)
+        await join(guest, "guest", room=None)
+        await wait_connected(guest, "host")
+        left = kernel.events("peer_left")
+        await kernel.revoke_invite(link)
+        await expect(guest.locator("#errors")).to_contain_text("your invite was revoked")
+        assert (await left.get(timeout=TIMEOUT)).data["reason"] == "revoked"
+        assert kernel.peers == {}
+        client = "window.p2pClient()"
+        assert await guest.evaluate(f"{client}.links.size") == 0
+        assert await guest.evaluate(f"{client}.socket.connected") is False
+        assert await guest.evaluate(f"{client}.socket.io._reconnecting") is not True
+        assert "reconnecting" not in (await guest.locator("#connection").inner_text())
+        assert "signaling connection lost" not in (await guest.locator("#errors").inner_text())
+    finally:
+        await kernel.disconnect()
