@@ -51,6 +51,11 @@ REFUSALS: dict[str, type[SignalingError]] = {
     "invite_expired": AuthError,
 }
 """Server error codes that get their own exception class (the rest: SignalingError)."""
+SESSION_ENDED = {
+    "revoked": "your invite was revoked by the member who made it",
+    "expired": "your invite expired",
+}
+"""``session_ended`` reasons and what we tell the user (docs/protocol.md, section 7)."""
 
 
 def _kind(value: Any) -> str:
@@ -284,12 +289,13 @@ class SignalingClient:
         def _session_ended(data: Any) -> None:
             # Our credentials no longer admit us (an invite revoked or expired):
             # the server closes the connection next, and no reconnect can help.
+            # The words are ours: text from the server stays out of exceptions.
             reason = data.get("reason") if isinstance(data, dict) else None
-            message = data.get("message") if isinstance(data, dict) else None
-            text = message if isinstance(message, str) and message else "session ended"
+            known = reason if isinstance(reason, str) and reason in SESSION_ENDED else None
             self._ended = AuthError(
-                f"the signaling server at {self.base_url} ended our session: {text[:200]}",
-                f"invite_{reason}" if reason in ("revoked", "expired") else "session_ended",
+                f"the signaling server at {self.base_url} ended our session: "
+                + (SESSION_ENDED[known] if known else "it gave no reason we know"),
+                f"invite_{known}" if known else "session_ended",
             )
 
         @sio.on("error")  # type: ignore[untyped-decorator]

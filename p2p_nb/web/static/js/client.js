@@ -30,6 +30,13 @@ const MAX_FINISHED = 500;
 /** How long after a transfer ended its chunks still in flight are dropped
  * without a word (the sender stops when our cancel reaches it). */
 const LATE_CHUNKS_MS = 30000;
+/** `session_ended` reasons (docs/protocol.md, section 7) and what the user is told. */
+const SESSION_ENDED = Object.freeze({
+  __proto__: null,
+  revoked: "your invite was revoked by the member who made it",
+  expired: "your invite expired",
+  ended: "the signaling server ended the session",
+});
 
 /** A refusal from the signaling server: `code` as in docs/protocol.md. */
 export class SignalingError extends Error {
@@ -755,9 +762,8 @@ export class P2PClient extends EventTarget {
   ended(detail) {
     if (this.closing) return;
     this.closing = true;
-    const reason = typeof detail?.reason === "string" ? detail.reason : "ended";
-    const message = typeof detail?.message === "string" && detail.message
-      ? detail.message.slice(0, 200) : "the signaling server ended the session";
+    const reason = SESSION_ENDED[detail?.reason] !== undefined ? detail.reason : "ended";
+    const message = SESSION_ENDED[reason];
     clearInterval(this.pinger);
     this.socket?.disconnect();
     for (const link of this.links.values()) link.close();
@@ -766,7 +772,7 @@ export class P2PClient extends EventTarget {
       if (!t.finished) this.fail(t, "cancelled", message, false);
     }
     this.room = null;
-    this.reportError(null, new SignalingError(`invite_${reason}`, message));
+    this.reportError(null, new SignalingError(reason === "ended" ? "session_ended" : `invite_${reason}`, message));
     this.emitEvent("status", { state: "ended", reason: message });
     this.emitEvent("peers");
   }
