@@ -82,6 +82,8 @@ PUBLIC_URL_ENV = "P2P_NB_PUBLIC_URL"
 EJECTED_REASONS = frozenset({"revoked", "expired"})
 """``peer_left`` reasons after which nothing more from that peer is shown."""
 MAX_EJECTED = 1000
+SESSION_ENDED_CODES = frozenset({"invite_revoked", "invite_expired"})
+"""Codes of an ``AuthError`` for a session the server ended: we leave the room."""
 """The base URL others reach the signaling service at: what invites name (the
 Jupyter extension sets it for its kernels from its ``public_url`` trait)."""
 DATAFRAME_FORMATS = ("parquet", "csv")
@@ -1063,8 +1065,13 @@ class P2PApp:
         a rejoin failed (``error``), and the signaling client tries again."""
         if result is None:
             if isinstance(error, AuthError):  # the signaling client has stopped trying
-                message = f"cannot rejoin room {self.room!r}, not trying again: {error}"
+                if error.code in SESSION_ENDED_CODES:
+                    message = f"out of room {self.room!r} for good: {error}"
+                else:
+                    message = f"cannot rejoin room {self.room!r}, not trying again: {error}"
                 self._emit("error", None, AuthError(message, error.code))
+                if error.code in SESSION_ENDED_CODES and self._tasks is not None:
+                    self._tasks.spawn(self._put_out(), "put-out")
                 return
             if error is not None:
                 code = str(getattr(error, "code", "rejoin_failed"))
@@ -1086,6 +1093,15 @@ class P2PApp:
         self._back()
         assert self._tasks is not None
         self._tasks.spawn(self._handle_rejoin(result), "rejoin")
+
+    async def _put_out(self) -> None:
+        """The server ended our session for good (our invite was revoked or
+        expired): out of the room, every link closed (the members have
+        dropped theirs), instead of links retrying for minutes."""
+        peers = dict(self._peers)
+        await self._leave()
+        for pid, peer in peers.items():
+            self._emit("peer_left", pid, {"name": peer.name, "reason": "session_ended"})
 
     def _back(self) -> None:
         """The outage's hold ends (the rejoin's own hold, if any, goes on)."""

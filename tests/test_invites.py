@@ -134,6 +134,14 @@ async def test_a_revoked_invite_lets_nobody_in_and_its_guests_out(
             assert "your invite was revoked" in str(refused.data)
             assert ben._signaling is not None
             assert ben._signaling._reconnector is None
+            # and it leaves the room: no link keeps retrying
+            put_out = ben.events("peer_left")
+            if ben.room is not None:
+                await put_out.wait_for(
+                    "peer_left", lambda e: e.data["reason"] == "session_ended", timeout=20
+                )
+            assert ben.room is None
+            assert ben.connected_peers() == []
             with pytest.raises(AuthError, match="revoked"):
                 await P2PApp.connect(invite=link, thread=False)
         finally:

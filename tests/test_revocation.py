@@ -227,6 +227,11 @@ async def test_the_revoked_guest_is_told_and_nothing_it_sends_after_reaches_the_
                 await closing(peer_id)
 
             ana._mesh.remove_peer = slow_remove  # type: ignore[method-assign]
+
+            async def keep_going() -> None:
+                """A modified guest: it ignores the end and keeps its links."""
+
+            ben._put_out = keep_going  # type: ignore[method-assign]
             await ana.revoke_invite(link)
             assert ben_id not in ana.peers  # gone before the revoke's reply
             await ben.send_message("after the revoke")
