@@ -6,8 +6,9 @@
 // changed), "chat" (a message, ours or another's), "transfer" (a transfer
 // changed; {transfer}), "offer" ({transfer}: someone offers a file),
 // "received" ({transfer, blob, name}), "error" ({peerId, error}), "status"
-// ({state, reason}: "connecting", "joined", "left", "disconnected", and "ended":
-// the server put us out for good, e.g. the invite was revoked; nothing follows),
+// ({state, reason}: "connecting", "joined", "left", "disconnected", and "revoked":
+// the server put us out for good, its invite revoked or expired (`reason` the
+// words for the user, `code` "revoked", "expired" or "ended"); nothing follows),
 // "presence" ({peerId, name, what}: "joined" or "left", for peers that came
 // or went while we were in the room).
 
@@ -772,8 +773,8 @@ export class P2PClient extends EventTarget {
       if (!t.finished) this.fail(t, "cancelled", message, false);
     }
     this.room = null;
-    this.reportError(null, new SignalingError(reason === "ended" ? "session_ended" : `invite_${reason}`, message));
-    this.emitEvent("status", { state: "ended", reason: message });
+    console.warn(`p2p-nb: the session ended: ${message}`);
+    this.emitEvent("status", { state: "revoked", reason: message, code: reason });
     this.emitEvent("peers");
   }
 
