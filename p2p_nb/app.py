@@ -52,7 +52,7 @@ from .mesh import Mesh
 from .names import MAX_NAME_CHARS, NameProblem, RoomNames, clean_name
 from .netthread import NetworkThread
 from .rekey import REKEY_TYPE, EpochKey, Rekey, Rekeying, RoomEpochs
-from .roomkey import RoomKey
+from .roomkey import RoomKey, secret_warning
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet
 from .transfer import (
@@ -80,6 +80,11 @@ PLAIN_INVITE_WARNING = (
     "join with secret=p2p_nb.new_room_secret() to keep them out"
 )
 PUBLIC_URL_ENV = "P2P_NB_PUBLIC_URL"
+EJECTED_REASONS = frozenset({"revoked", "expired"})
+"""``peer_left`` reasons after which nothing more from that peer is shown."""
+MAX_EJECTED = 1000
+SESSION_ENDED_CODES = frozenset({"invite_revoked", "invite_expired"})
+"""Codes of an ``AuthError`` for a session the server ended: we leave the room."""
 """The base URL others reach the signaling service at: what invites name (the
 Jupyter extension sets it for its kernels from its ``public_url`` trait)."""
 DATAFRAME_FORMATS = ("parquet", "csv")
@@ -243,6 +248,10 @@ class P2PApp:
         """Peers the server's roster lacked when we rejoined while our link to
         them was still open: after a server restart they may not be back yet.
         One whose link then closes (before the server announces it) has left."""
+        self._ejected: dict[str, None] = {}
+        """Peers the server put out (their invite revoked or expired): nothing
+        more from them is shown, even what their closing link still delivers.
+        Insertion-ordered, the oldest forgotten beyond :data:`MAX_EJECTED`."""
 
     # ----------------------------------------------------------------- set-up
     @classmethod
@@ -366,6 +375,9 @@ class P2PApp:
             secret = secret if secret is not None else self._invite.secret
         if room is None:
             raise ValueError("join_room needs a room (or an app connected with an invite)")
+        weak = secret_warning(secret) if isinstance(secret, str) else None
+        if weak is not None:
+            log.warning("room %r: %s", room, weak)
         # scrypt takes a fraction of a second: off the loop
         key = await asyncio.to_thread(RoomKey.derive, room, secret) if secret is not None else None
         self._epochs = RoomEpochs(key, secret) if key is not None and secret is not None else None
@@ -1161,6 +1173,8 @@ class P2PApp:
     def _on_relay(self, from_id: str, data: str | bytes) -> None:
         if self._hold(self._on_relay, from_id, data):
             return
+        if from_id in self._ejected:
+            return
         if self._mesh is not None:
             self._mesh.handle_relay(from_id, data)
 
@@ -1172,8 +1186,13 @@ class P2PApp:
         a rejoin failed (``error``), and the signaling client tries again."""
         if result is None:
             if isinstance(error, AuthError):  # the signaling client has stopped trying
-                message = f"cannot rejoin room {self.room!r}, not trying again: {error}"
+                if error.code in SESSION_ENDED_CODES:
+                    message = f"out of room {self.room!r} for good: {error}"
+                else:
+                    message = f"cannot rejoin room {self.room!r}, not trying again: {error}"
                 self._emit("error", None, AuthError(message, error.code))
+                if error.code in SESSION_ENDED_CODES and self._tasks is not None:
+                    self._tasks.spawn(self._put_out(), "put-out")
                 return
             if error is not None:
                 code = str(getattr(error, "code", "rejoin_failed"))
@@ -1195,6 +1214,15 @@ class P2PApp:
         self._back()
         assert self._tasks is not None
         self._tasks.spawn(self._handle_rejoin(result), "rejoin")
+
+    async def _put_out(self) -> None:
+        """The server ended our session for good (our invite was revoked or
+        expired): out of the room, every link closed (the members have
+        dropped theirs), instead of links retrying for minutes."""
+        peers = dict(self._peers)
+        await self._leave()
+        for pid, peer in peers.items():
+            self._emit("peer_left", pid, {"name": peer.name, "reason": "session_ended"})
 
     def _back(self) -> None:
         """The outage's hold ends (the rejoin's own hold, if any, goes on)."""
@@ -1266,6 +1294,10 @@ class P2PApp:
     def _on_peer_left(self, peer_id: str, reason: str) -> None:
         if self._hold(self._on_peer_left, peer_id, reason):
             return
+        if reason in EJECTED_REASONS:
+            self._ejected[peer_id] = None
+            while len(self._ejected) > MAX_EJECTED:
+                del self._ejected[next(iter(self._ejected))]
         if self._mesh is None or peer_id not in self._peers:
             return
         self._unconfirmed.discard(peer_id)
@@ -1284,6 +1316,8 @@ class P2PApp:
 
     def _on_signal(self, from_id: str, data: dict[str, Any]) -> None:
         if self._hold(self._on_signal, from_id, data):
+            return
+        if from_id in self._ejected:
             return
         if self._mesh is not None:
             self._mesh.handle_signal(from_id, data)
@@ -1308,6 +1342,9 @@ class P2PApp:
 
     # ---------------------------------------------------------- mesh → events
     def _on_mesh_event(self, name: str, peer_id: str, data: Any) -> None:
+        if name in ("control", "binary") and peer_id in self._ejected:
+            log.info("dropped a frame from %s: the server put it out of the room", peer_id)
+            return
         if name == "control":
             self._on_control(peer_id, data)
         elif name == "binary":

@@ -49,6 +49,10 @@ passphrase offline costs the same per guess; an invite's secret is 32 random
 bytes anyway."""
 MIN_SECRET_CHARS = 8
 MAX_SECRET_CHARS = 1024
+RECOMMENDED_SECRET_CHARS = 16
+"""Below this a passphrase draws a warning (:func:`secret_warning`): the
+signaling operator sees authenticators made with the key, so it can test
+guesses offline at scrypt's cost, and short passphrases fall to that."""
 AUTH_FIELDS = ("attempt", "commit", "nonce", "pin", "session", "key", "via")
 """String fields of a signal besides the SDP that the authenticator covers
 (a description's attempt tag and safety-code fields, a relay request's session,
@@ -95,6 +99,20 @@ def sdp_identity(sdp: str) -> dict[str, Any]:
     ufrag = next(iter(values["ice-ufrag"]), "")
     pwd = next(iter(values["ice-pwd"]), "")
     return {"fingerprints": fingerprints, "ice_ufrag": ufrag, "ice_pwd": pwd}
+
+
+def secret_warning(secret: str) -> str | None:
+    """What to tell the user about a passphrase too short to resist offline
+    guessing (None for a good one; :func:`p2p_nb.new_room_secret` makes 43
+    random characters). Never includes the secret."""
+    if len(secret) >= RECOMMENDED_SECRET_CHARS:
+        return None
+    return (
+        f"this room secret has only {len(secret)} characters: whoever runs the "
+        "signaling server sees what is authenticated with it and can try guesses "
+        "offline. Use p2p_nb.new_room_secret() (what invites carry) or a passphrase "
+        f"of at least {RECOMMENDED_SECRET_CHARS} characters, e.g. five random words"
+    )
 
 
 @functools.lru_cache(maxsize=16)

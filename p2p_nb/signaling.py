@@ -10,6 +10,8 @@ the server gave at the first join, so the room sees no one leave or arrive.
 A rejoin the server refuses or does not answer (room full for now, rate
 limited, timed out, the connection dropped again) is tried again with the same
 backoff until it works or the room is left: one reconnect loop at a time.
+A session the server ends for good (``session_ended``: the invite was revoked
+or expired) is not: the reason is reported as an :class:`AuthError`, once.
 """
 
 from __future__ import annotations
@@ -45,8 +47,15 @@ REFUSALS: dict[str, type[SignalingError]] = {
     "peer_in_use": ResumeRefused,
     "forbidden_room": AuthError,
     "forbidden": AuthError,
+    "invite_revoked": AuthError,
+    "invite_expired": AuthError,
 }
 """Server error codes that get their own exception class (the rest: SignalingError)."""
+SESSION_ENDED = {
+    "revoked": "your invite was revoked by the member who made it",
+    "expired": "your invite expired",
+}
+"""``session_ended`` reasons and what we tell the user (docs/protocol.md, section 7)."""
 
 
 def _kind(value: Any) -> str:
@@ -212,6 +221,8 @@ class SignalingClient:
         self.reconnects = 0
         self._closing = False
         self._refusal: str | None = None
+        self._ended: AuthError | None = None
+        """Why the server ended our session for good (``session_ended``), if it did."""
         self._reconnector: asyncio.Task[None] | None = None
         self.base_url = ""
         self._register()
@@ -274,6 +285,19 @@ class SignalingClient:
                 "over our peer id (it held our resume secret)"
             )
 
+        @sio.on("session_ended")  # type: ignore[untyped-decorator]
+        def _session_ended(data: Any) -> None:
+            # Our credentials no longer admit us (an invite revoked or expired):
+            # the server closes the connection next, and no reconnect can help.
+            # The words are ours: text from the server stays out of exceptions.
+            reason = data.get("reason") if isinstance(data, dict) else None
+            known = reason if isinstance(reason, str) and reason in SESSION_ENDED else None
+            self._ended = AuthError(
+                f"the signaling server at {self.base_url} ended our session: "
+                + (SESSION_ENDED[known] if known else "it gave no reason we know"),
+                f"invite_{known}" if known else "session_ended",
+            )
+
         @sio.on("error")  # type: ignore[untyped-decorator]
         def _error(data: Any) -> None:
             log.debug("signaling server reported: %r", data)
@@ -285,6 +309,13 @@ class SignalingClient:
 
         @sio.event  # type: ignore[untyped-decorator]
         def disconnect(reason: Any = None) -> None:
+            ended = self._ended
+            if ended is not None and not self._closing:
+                log.warning("signaling: %s; not reconnecting", ended)
+                self._target = None  # nothing to go back to
+                if self._on_rejoined is not None:
+                    self._on_rejoined(None, ended)
+                return
             if not self._closing:
                 log.warning("signaling connection lost (%s)", reason)
                 self._on_disconnected()

@@ -125,18 +125,25 @@ async def test_a_revoked_invite_lets_nobody_in_and_its_guests_out(
         ben = await P2PApp.connect(invite=link, thread=False)
         try:
             await ben.join_room(name="ben")
-            lost = ben.events("signaling_lost")
             left = ana.events("peer_left")
             errors = ben.events("error")
             await ana.revoke_invite(link)
-            await lost.get(timeout=10)
-            assert (await left.get(timeout=20)).peer_id == ben.peer_id
-            # ben's client tries to come back, learns why it cannot, and stops trying
+            gone = await left.get(timeout=20)  # at once: no grace period for a revoked guest
+            assert (gone.peer_id, gone.data["reason"]) == (ben.peer_id, "revoked")
+            # ben's client is told why, says so, and does not try to come back
             refused = await errors.wait_for("error", lambda e: "revoked" in str(e.data), timeout=30)
             assert isinstance(refused.data, AuthError)
-            reconnector = ben._signaling._reconnector  # type: ignore[union-attr]
-            assert reconnector is not None
-            await asyncio.wait_for(asyncio.shield(reconnector), 10)
+            assert "your invite was revoked" in str(refused.data)
+            assert ben._signaling is not None
+            assert ben._signaling._reconnector is None
+            # and it leaves the room: no link keeps retrying
+            put_out = ben.events("peer_left")
+            if ben.room is not None:
+                await put_out.wait_for(
+                    "peer_left", lambda e: e.data["reason"] == "session_ended", timeout=20
+                )
+            assert ben.room is None
+            assert ben.connected_peers() == []
             with pytest.raises(AuthError, match="revoked"):
                 await P2PApp.connect(invite=link, thread=False)
         finally:
@@ -482,3 +489,85 @@ async def only_the_p2p_socket_opens(server: JupyterServer, token: str) -> None:
         async with http.get(server.url + "p2p/invite") as resp:
             assert resp.status == 200
             assert (await resp.json())["room"] == "lab"
+
+
+class BookClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_issuer_at_its_revocation_limit_leaves_the_list_to_the_others() -> None:
+    """Each issuer may have :data:`MAX_REVOKED_PER_ISSUER` revoked, unexpired
+    invites: beyond that its revokes and mints are refused with the reason,
+    while another issuer still revokes; once its invites expire it may again."""
+    from p2p_nb.server.auth import AuthRefused, Identity
+    from p2p_nb.server.invites import MAX_REVOKED_PER_ISSUER, InviteBook
+
+    clock = BookClock()
+    book = InviteBook(clock=clock)
+    spammer, other = Identity("token", "spammer"), Identity("jupyter", "bob")
+    for _ in range(MAX_REVOKED_PER_ISSUER):
+        token, _claim = book.mint("team", spammer, ttl=3600)
+        book.revoke(token, spammer)
+    assert book.revoked_by(spammer) == MAX_REVOKED_PER_ISSUER
+    kept, _claim = book.mint("team", other, ttl=3600)
+    with pytest.raises(AuthRefused, match=f"{MAX_REVOKED_PER_ISSUER} revoked invites"):
+        book.mint("team", spammer, ttl=3600)
+    book.revoke(kept, other)  # the spammer's share is full, not the list
+    with pytest.raises(AuthRefused, match="revoked"):
+        book.check(kept)
+    assert book.revoked_by(other) == 1
+    clock.now += 3601  # every one of them has expired: the list forgets them
+    assert book.revoked_by(spammer) == 0
+    assert book.revoked_by(other) == 0
+    token, _claim = book.mint("team", spammer, ttl=60)
+    book.revoke(token, spammer)
+    assert book.revoked_by(spammer) == 1
+
+
+def test_revocations_leave_the_list_in_expiry_order() -> None:
+    """Pruning takes only what has expired, soonest first (a heap: no pass
+    over the whole list per revoke), and a revoked invite stays refused until
+    its own expiry."""
+    from p2p_nb.server.auth import AuthRefused, Identity
+    from p2p_nb.server.invites import InviteBook
+
+    clock = BookClock()
+    book = InviteBook(clock=clock)
+    ana = Identity("token", "ana")
+    tokens = {}
+    for ttl in (300, 100, 200):
+        tokens[ttl], _claim = book.mint("team", ana, ttl=ttl)
+        book.revoke(tokens[ttl], ana)
+    for step, left in ((150, 2), (250, 1), (350, 0)):
+        clock.now = 1_000_000.0 + step
+        assert book.revoked_by(ana) == left
+        for ttl, token in tokens.items():
+            with pytest.raises(AuthRefused, match="expired" if ttl <= step else "revoked"):
+                book.check(token)
+
+
+async def test_the_server_refuses_a_revoke_beyond_the_issuers_share_with_the_reason(
+    signal_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the server: the member is told why (an ``AuthError``), for a
+    revoke and for a new invite, and the invites it revoked stay revoked."""
+    from p2p_nb.server import invites
+
+    monkeypatch.setattr(invites, "MAX_REVOKED_PER_ISSUER", 3)
+    ana = await host(signal_server)
+    try:
+        links = [await ana.create_invite(ttl=600) for _ in range(4)]
+        for link in links[:3]:
+            await ana.revoke_invite(link)
+        with pytest.raises(AuthError, match="3 revoked invites that have not expired"):
+            await ana.revoke_invite(links[3])
+        with pytest.raises(AuthError, match="3 revoked invites that have not expired"):
+            await ana.create_invite(ttl=600)
+        with pytest.raises(AuthError, match="revoked"):
+            await P2PApp.connect(invite=links[0], thread=False)
+    finally:
+        await ana.disconnect()

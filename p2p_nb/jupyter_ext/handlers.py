@@ -22,6 +22,7 @@ from tornado import web
 
 from ..server.auth import Authority, AuthRefused, Credentials, Identity
 from ..server.core import SignalingService
+from ..server.headers import subresource_headers
 from ..server.invites import check_invite, is_invite
 from ..web import render_page
 
@@ -32,15 +33,21 @@ _AUTHORITY = Authority(trust_host_user=True)
 
 
 async def jupyter_user(environ: dict[str, Any], auth: Any) -> Identity:
-    """The Socket.IO connect's identity: the Jupyter user who opened the socket.
+    """The Socket.IO connect's identity: the Jupyter user who opened the socket,
+    or the invite it opened with, checked again now.
 
-    The handler already refused strangers in ``prepare``; this catches any
-    route to the service that bypasses it (a misconfigured or future handler).
+    Every namespace CONNECT comes here, and one engine.io socket may carry
+    several over its life: an invite revoked or expired since the upgrade is
+    refused on the next one (the handler only remembers the token). The
+    handler already refused strangers in ``prepare``; this catches any route
+    to the service that bypasses it (a misconfigured or future handler).
     """
     handler = environ.get("tornado.handler")
-    invited = getattr(handler, "invite_identity", None)
-    if isinstance(invited, Identity):
-        return invited
+    recheck = getattr(handler, "invite_identity_now", None)
+    if callable(recheck):
+        invited = recheck()
+        if isinstance(invited, Identity):
+            return invited
     user = getattr(handler, "current_user", None)
     name = None if user is None else str(getattr(user, "username", user))
     return _AUTHORITY.identify(Credentials(host_user=name))
@@ -91,6 +98,15 @@ def socket_handler_class(service: SignalingService) -> type[JupyterHandler]:
             return bool(WebSocketMixin.check_origin(self, origin))
 
         invite_identity: Identity | None = None
+        """The invite the socket opened with (None: a Jupyter user's socket)."""
+        _invite: str | None = None
+
+        def invite_identity_now(self) -> Identity | None:
+            """The invite's identity if it still admits (checked in the book
+            now, not at the upgrade); :class:`AuthRefused` with the reason if not."""
+            if self._invite is None:
+                return None
+            return service.invites.check(self._invite).identity()
 
         async def prepare(self, *args: Any, **kwargs: Any) -> None:
             """Authenticate (no login redirect) and authorize before any method runs:
@@ -101,6 +117,7 @@ def socket_handler_class(service: SignalingService) -> type[JupyterHandler]:
                     self.invite_identity = service.invites.check(token).identity()
                 except AuthRefused as exc:
                     raise web.HTTPError(403, f"invite refused: {exc}") from None
+                self._invite = token
                 return
             pending = super().prepare(*args, **kwargs)
             if pending is not None:
@@ -152,6 +169,8 @@ class InviteHandler(web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
+        for key, value in subresource_headers().items():
+            self.set_header(key, value)
         self.finish(json.dumps(body))
 
 
@@ -174,7 +193,8 @@ class WebStaticHandler(web.StaticFileHandler):
     """The page's scripts and styles (``{base_url}p2p/web/``), open like the page."""
 
     def set_extra_headers(self, path: str) -> None:
-        self.set_header("X-Content-Type-Options", "nosniff")
+        for key, value in subresource_headers().items():
+            self.set_header(key, value)
         self.set_header("Cache-Control", "no-cache")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ class Identity:
     (never the token itself: identities appear in logs)."""
     rooms: frozenset[str] | None = None
     """The rooms this identity may enter; None means every room."""
+    expires: float | None = field(default=None, compare=False)
+    """When the credential behind it stops admitting (UNIX seconds; an
+    invite's expiry), None for never: the service ends its sessions then.
+    Not part of equality: it says how long, not who."""
 
     @property
     def key(self) -> str:

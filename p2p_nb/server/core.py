@@ -31,6 +31,7 @@ from ..turn import TurnServer
 from .auth import AuthRefused, Identity
 from .invites import DEFAULT_TTL, InviteBook
 from .limits import ROOM_NAME_RE, ServerLimits
+from .sessions import REASONS, SessionEnds, end_session
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,12 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             if peer is None:
                 raise RequestRejected("not_connected", "connection not registered")
+            over = self.service.sessions.why_over(peer.identity)
+            if over is not None:
+                # the invite ran out or was revoked since the connect: this
+                # refusal is the last reply, then the session ends
+                self.service.sessions.end(sid, over)
+                raise RequestRejected(f"invite_{over}", REASONS[over])
             self._spend_token(peer)
             handler = getattr(self, f"on_{event}", None)
             if handler is None or event.startswith("_"):
@@ -187,10 +194,12 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             tokens=float(svc.limits.rate_burst),
         )
         svc.connections[identity.key] += 1
+        svc.sessions.watch(sid, identity.expires)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         # The peer may come back (same id, ``resume``) within the grace period.
         svc = self.service
+        svc.sessions.forget(sid)
         await svc.step_away(sid)
         peer = svc.peers.pop(sid, None)
         if peer is not None:
@@ -481,6 +490,8 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             token, claim = svc.invites.mint(peer.room, peer.identity, float(ttl))
         except ValueError as exc:
             raise RequestRejected("invalid", str(exc)) from exc
+        except AuthRefused as exc:
+            raise RequestRejected("forbidden", str(exc)) from exc
         log.info("invite %s to room %r made by %s", claim.id, claim.room, peer.peer_id)
         reply: dict[str, Any] = {
             "ok": True,
@@ -495,22 +506,30 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_revoke_invite(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         """Its issuer revokes an invite: nobody joins with it any more, and the
-        connections that came with it are closed."""
+        sessions that came with it end before this replies (their rooms hear
+        ``peer_left`` with reason ``revoked`` first, the guests ``session_ended``,
+        and their transports close)."""
         svc = self.service
         peer = svc.peers[sid]
         try:
             claim = svc.invites.revoke(data.get("token"), peer.identity)
         except AuthRefused as exc:
             raise RequestRejected("forbidden", str(exc)) from exc
-        guests = [
-            s
-            for s, p in svc.peers.items()
-            if p.identity.kind == "invite" and p.identity.subject == claim.id
-        ]
-        # the peer ids they had, so the revoker can re-key the room without them
+
+        def came_with_it(identity: Identity) -> bool:
+            return identity.kind == "invite" and identity.subject == claim.id
+
+        guests = [s for s, p in svc.peers.items() if came_with_it(p.identity)]
+        away = [p for p, slot in svc.away.items() if came_with_it(slot.record.identity)]
+        # the peer ids they had (away ones too), so the revoker can re-key the room without them
         peer_ids = [pid for pid in (svc.peers[g].peer_id for g in guests) if pid is not None]
+        peer_ids += away
         for guest in guests:
-            await self.disconnect(guest)
+            await end_session(svc, guest, "revoked")
+        for peer_id in [p for p, slot in svc.away.items() if came_with_it(slot.record.identity)]:
+            announced = svc.expire(peer_id, "revoked")  # away: its slot goes now
+            if announced is not None:
+                await announced
         log.info("invite %s revoked; %d connection(s) closed", claim.id, len(guests))
         return {"ok": True, "id": claim.id, "closed": len(guests), "peers": peer_ids}
 
@@ -631,6 +650,8 @@ class SignalingService:
         )
         self.sio.register_namespace(SignalingNamespace(self))
         self._pending: set[asyncio.Future[Any]] = set()
+        self.sessions = SessionEnds(self, self.invites.now)
+        """Ends sessions whose invite expires or is revoked (timers and request checks)."""
 
     def resume_secret(self, room: str, peer_id: str, identity: Identity) -> str:
         """The secret that lets ``identity`` (and no one else) take ``peer_id`` back in ``room``."""
@@ -695,8 +716,9 @@ class SignalingService:
         slot.expiry = loop.call_later(grace, self.expire, peer_id)
         log.info("%s away from %s; slot kept %gs", peer_id, room, grace)
 
-    def expire(self, peer_id: str) -> asyncio.Future[Any] | None:
-        """An away slot's time is up (or its owner joined afresh): the room hears it left.
+    def expire(self, peer_id: str, reason: str = "disconnected") -> asyncio.Future[Any] | None:
+        """An away slot's time is up (or its owner joined afresh, or its invite
+        was revoked): the room hears it left, for ``reason``.
 
         Returns the task announcing ``peer_left``, for a caller that must have
         it sent before what it sends next.
@@ -713,7 +735,7 @@ class SignalingService:
         members.pop(peer_id, None)
         self._drop_room_if_empty(room)
         task: asyncio.Future[Any] = asyncio.ensure_future(
-            self.sio.emit("peer_left", {"peer_id": peer_id, "reason": "disconnected"}, room=room)
+            self.sio.emit("peer_left", {"peer_id": peer_id, "reason": reason}, room=room)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -721,7 +743,8 @@ class SignalingService:
         return task
 
     def close(self) -> None:
-        """Forget away slots (on shutdown)."""
+        """Forget away slots and stop the session timers (on shutdown)."""
+        self.sessions.close()
         for slot in self.away.values():
             if slot.expiry is not None:
                 slot.expiry.cancel()

@@ -13,6 +13,12 @@ Format: ``inv1.<payload>.<mac>``, both parts URL-safe base64 without padding;
 id (16 hex), "b": issuer (16 hex)}``, ``mac`` is HMAC-SHA256(key,
 ``"p2p-nb invite v1|" + payload``). Framework-neutral and pure but for the
 clock and the revocation list.
+
+The revocation list holds each revoked id until its invite would have expired
+anyway. It is bounded per issuer (:data:`MAX_REVOKED_PER_ISSUER`), so one
+credential minting and revoking in a loop fills only its own share, and in
+all (:data:`MAX_REVOKED`); entries leave in expiry order from a heap, so a
+revoke costs O(log n), never a pass over the whole list.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import json
 import secrets
@@ -36,6 +43,10 @@ MIN_TTL = 60.0
 MAX_TTL = 30 * 24 * 3600.0
 MAX_TOKEN_CHARS = 512
 MAX_REVOKED = 100_000
+"""Revoked invites remembered at once, all issuers together."""
+MAX_REVOKED_PER_ISSUER = 1_000
+"""Revoked, unexpired invites one issuer may have: at this many, it can neither
+revoke nor mint more until some expire (others are not affected)."""
 
 
 def _b64(data: bytes) -> str:
@@ -63,7 +74,7 @@ class InviteClaim:
     issuer: str
 
     def identity(self) -> Identity:
-        return Identity("invite", self.id, rooms=frozenset({self.room}))
+        return Identity("invite", self.id, rooms=frozenset({self.room}), expires=self.expires)
 
 
 class InviteBook:
@@ -77,6 +88,37 @@ class InviteBook:
         self._key = key or secrets.token_bytes(32)
         self._clock = clock
         self._revoked: dict[str, float] = {}
+        """invite id → its expiry, while it is revoked and not yet expired."""
+        self._per_issuer: dict[str, int] = {}
+        """issuer → how many of ``_revoked`` it revoked."""
+        self._expiries: list[tuple[float, str, str]] = []
+        """(expiry, id, issuer) of every entry of ``_revoked``: a heap, soonest first."""
+
+    def now(self) -> float:
+        """The book's clock (UNIX seconds): expiries are compared with it."""
+        return self._clock()
+
+    def is_revoked(self, invite_id: str) -> bool:
+        """Whether the invite ``invite_id`` was revoked (O(1): asked on every request)."""
+        return invite_id in self._revoked
+
+    def revoked_by(self, issuer: Identity) -> int:
+        """How many revoked, unexpired invites ``issuer`` has on the list."""
+        self._prune()
+        return self._per_issuer.get(issuer_of(issuer), 0)
+
+    def _prune(self) -> None:
+        """Forget revocations whose invite has expired: each entry leaves once."""
+        now = self._clock()
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            _, invite_id, issuer = heapq.heappop(heap)
+            del self._revoked[invite_id]
+            left = self._per_issuer[issuer] - 1
+            if left:
+                self._per_issuer[issuer] = left
+            else:
+                del self._per_issuer[issuer]
 
     def _mac(self, payload: str) -> bytes:
         return hmac.new(self._key, LABEL + payload.encode("ascii"), hashlib.sha256).digest()
@@ -86,6 +128,9 @@ class InviteBook:
     ) -> tuple[str, InviteClaim]:
         if not MIN_TTL <= ttl <= MAX_TTL:
             raise ValueError(f"an invite lasts {MIN_TTL:g} s to {MAX_TTL:g} s, not {ttl:g}")
+        if self.revoked_by(issuer) >= MAX_REVOKED_PER_ISSUER:
+            # it could not revoke this one: make none until some expire
+            raise AuthRefused(self._issuer_full())
         claim = InviteClaim(
             id=secrets.token_hex(8),
             room=room,
@@ -131,16 +176,27 @@ class InviteBook:
         return claim
 
     def revoke(self, token: object, by: Identity) -> InviteClaim:
-        """Revoke a token its ``by`` identity made (:class:`AuthRefused` otherwise)."""
+        """Revoke a token its ``by`` identity made (:class:`AuthRefused` otherwise,
+        or when ``by`` or the whole server has as many revoked invites as allowed)."""
         claim = self.check(token)
         if not hmac.compare_digest(claim.issuer, issuer_of(by)):
             raise AuthRefused("only the member who made an invite may revoke it")
-        now = self._clock()
-        self._revoked = {i: e for i, e in self._revoked.items() if e > now}
+        self._prune()
+        if self._per_issuer.get(claim.issuer, 0) >= MAX_REVOKED_PER_ISSUER:
+            raise AuthRefused(self._issuer_full())
         if len(self._revoked) >= MAX_REVOKED:
             raise AuthRefused("too many revoked invites on this server")
         self._revoked[claim.id] = claim.expires
+        self._per_issuer[claim.issuer] = self._per_issuer.get(claim.issuer, 0) + 1
+        heapq.heappush(self._expiries, (claim.expires, claim.id, claim.issuer))
         return claim
+
+    @staticmethod
+    def _issuer_full() -> str:
+        return (
+            f"you have {MAX_REVOKED_PER_ISSUER} revoked invites that have not expired yet, "
+            "the most one member may have: wait until some expire (or make shorter ones)"
+        )
 
 
 def check_invite(book: InviteBook, token: str | None) -> tuple[int, dict[str, object]]:

@@ -20,6 +20,7 @@ from ..turn import TurnServer
 from ..web import JOIN_PATH, STATIC_DIR, STATIC_PATH, check_remote_server, render_page
 from .auth import Authority, Credentials, Identity
 from .core import Authenticate, SignalingService
+from .headers import subresource_headers
 from .invites import InviteBook, check_invite
 from .keyfile import load_or_create_resume_key
 from .limits import ServerLimits
@@ -95,6 +96,13 @@ class RedactingAccessLogger(AbstractAccessLogger):
         )
 
 
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``nosniff`` and a policy on every response (static files, JSON); the join
+    page keeps the policy it comes with."""
+    for key, value in subresource_headers().items():
+        response.headers.setdefault(key, value)
+
+
 def make_runner(app: web.Application) -> web.AppRunner:
     """The ``AppRunner`` to serve :func:`create_app`'s application with (redacted access log)."""
     return web.AppRunner(app, access_log_class=RedactingAccessLogger)
@@ -147,6 +155,7 @@ def create_app(
         service.close()
 
     app.on_cleanup.append(cleanup)
+    app.on_response_prepare.append(add_security_headers)
     service.sio.attach(app, socketio_path=SOCKETIO_PATH)
 
     async def health(request: web.Request) -> web.Response:

@@ -6,7 +6,9 @@
 // changed), "chat" (a message, ours or another's), "transfer" (a transfer
 // changed; {transfer}), "offer" ({transfer}: someone offers a file),
 // "received" ({transfer, blob, name}), "error" ({peerId, error}), "status"
-// ({state, reason}: "connecting", "joined", "left", "disconnected"),
+// ({state, reason}: "connecting", "joined", "left", "disconnected", and "revoked":
+// the server put us out for good, its invite revoked or expired (`reason` the
+// words for the user, `code` "revoked", "expired" or "ended"); nothing follows),
 // "presence" ({peerId, name, what}: "joined" or "left", for peers that came
 // or went while we were in the room).
 
@@ -29,6 +31,13 @@ const MAX_FINISHED = 500;
 /** How long after a transfer ended its chunks still in flight are dropped
  * without a word (the sender stops when our cancel reaches it). */
 const LATE_CHUNKS_MS = 30000;
+/** `session_ended` reasons (docs/protocol.md, section 7) and what the user is told. */
+const SESSION_ENDED = Object.freeze({
+  __proto__: null,
+  revoked: "your invite was revoked by the member who made it",
+  expired: "your invite expired",
+  ended: "the signaling server ended the session",
+});
 
 /** A refusal from the signaling server: `code` as in docs/protocol.md. */
 export class SignalingError extends Error {
@@ -107,6 +116,7 @@ export class P2PClient extends EventTarget {
     // every request goes with an ack that carries the same refusal: reported there, once
     socket.on("error", (e) => this.log(`${e?.event} refused: ${e?.code}: ${e?.message}`));
     socket.on("probe", (_data, ack) => ack?.({ ok: true }));
+    socket.on("session_ended", (e) => this.ended(e));
     socket.on("resume_attempt", () => this.reportError(null, new Error("someone with your credentials tried to take your place in the room")));
     socket.on("disconnect", (reason) => {
       if (!this.closing) this.emitEvent("status", { state: "disconnected", reason });
@@ -745,6 +755,27 @@ export class P2PClient extends EventTarget {
     this.sendControl(t, "file-done", { offset: t.size });
     this.emitEvent("transfer", { transfer: t });
     this.emitEvent("received", { transfer: t, blob });
+  }
+
+  /** The server ended our session for good (docs/protocol.md, `session_ended`:
+   * the invite was revoked or expired): say why, once, and stop. No reconnecting,
+   * since no retry can change it; links and transfers close, the room is gone. */
+  ended(detail) {
+    if (this.closing) return;
+    this.closing = true;
+    const reason = SESSION_ENDED[detail?.reason] !== undefined ? detail.reason : "ended";
+    const message = SESSION_ENDED[reason];
+    clearInterval(this.pinger);
+    this.socket?.disconnect();
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+    for (const t of this.transfers.values()) {
+      if (!t.finished) this.fail(t, "cancelled", message, false);
+    }
+    this.room = null;
+    console.warn(`p2p-nb: the session ended: ${message}`);
+    this.emitEvent("status", { state: "revoked", reason: message, code: reason });
+    this.emitEvent("peers");
   }
 
   // ----------------------------------------------------------------- leave
