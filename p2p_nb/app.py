@@ -439,13 +439,27 @@ class P2PApp:
                 name = clean_name(name, MAX_NAME_CHARS)
         except (RoomSecretError, NameProblem) as exc:
             known = self._peers.get(peer.peer_id)
-            if known is not None and self._sealed_before_rekey(peer):
-                # sealed with the key it had before our re-key: it re-seals on adopting
+            if known is not None:
+                # A member we know re-sealed its profile with a key we do not
+                # have (yet): it adopted a re-key whose ``rekey`` is still on
+                # its way to us (the server's update can overtake it), or it
+                # sealed with the key it had before ours (it re-seals on
+                # adopting). It keeps what we showed; the blob is opened again
+                # when we adopt (``rekey_adopted``), reported only if it fails then.
+                if not self._sealed_before_rekey(peer):
+                    log.info("profile update of %s does not open yet: %s", peer.peer_id, exc)
                 return dataclasses.replace(peer, name=known.name, capabilities=known.capabilities)
             self._emit("error", peer.peer_id, RoomSecretError(str(exc)))
             name, caps = peer.name, {}
         shown = self._show_name(peer.peer_id, name)
         return dataclasses.replace(peer, name=shown, capabilities=caps)
+
+    @staticmethod
+    def _opens(key: RoomKey, peer: RemotePeer) -> bool:
+        try:
+            return key.open_profile(peer.peer_id, peer.capabilities) is not None
+        except RoomSecretError:
+            return False
 
     def _sealed_before_rekey(self, peer: RemotePeer) -> bool:
         previous = self._epochs.previous if self._epochs is not None else None
@@ -578,7 +592,15 @@ class P2PApp:
         )
         for pid, sealed in list(self._sealed.items()):  # profiles sealed with it already
             if pid in self._peers:
-                self._on_peer_updated(dataclasses.replace(self._peers[pid], capabilities=sealed))
+                peer = dataclasses.replace(self._peers[pid], capabilities=sealed)
+                if not self._opens(key, peer) and not self._sealed_before_rekey(peer):
+                    self._emit(  # neither the new key nor the one before it opens it
+                        "error",
+                        pid,
+                        RoomSecretError(f"the profile of {pid} does not open with the room's key"),
+                    )
+                    continue
+                self._on_peer_updated(peer)
         await self._quietly(self._send_profile())  # sealed with the new profile key
 
     def _hold(self, handler: Callable[..., None], *args: Any) -> bool:

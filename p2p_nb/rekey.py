@@ -373,7 +373,7 @@ class Rekeying:
         if mesh is None or current is None:
             return
         seq = self.host.rekey_next_seq()
-        wire = protocol.encode_custom(REKEY_TYPE, current.payload(), seq=seq)
+        wire = protocol.encode_envelope(REKEY_TYPE, current.payload(), seq=seq)
         for pid in to:
             if pid in mesh.links:
                 try:
