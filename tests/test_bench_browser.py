@@ -46,7 +46,7 @@ def test_quick_browser_bench_reports_every_direction_and_the_pages_memory(
     assert set(memory) == {"download", "disk"}
     for mode, d in memory.items():
         assert d["file_mb"] == results["meta"]["config"]["big_mb"]
-        for when in ("baseline", "peak", "after"):
+        for when in ("baseline", "peak", "after", "settled"):
             assert set(d[when]) == MEMORY_KEYS, (mode, when)
             # a renderer found and read: the page's own process, not 0
             assert d[when]["renderer_rss_mb"] > 0, (mode, when, d[when])
