@@ -154,13 +154,16 @@ def chromium_processes(root: int) -> dict[int, str]:
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """RSS (``/proc/PID/status``) and PSS (``smaps_rollup``) of one process, MB."""
-    out = {"rss_mb": 0.0, "pss_mb": 0.0}
+    """RSS and its anonymous part (``/proc/PID/status``: memory of its own, not
+    pages of files it maps) and PSS (``smaps_rollup``) of one process, MB."""
+    out = {"rss_mb": 0.0, "rss_anon_mb": 0.0, "pss_mb": 0.0}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     out["rss_mb"] = int(line.split()[1]) * 1024 / MB
+                elif line.startswith("RssAnon:"):
+                    out["rss_anon_mb"] = int(line.split()[1]) * 1024 / MB
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
                 if line.startswith("Pss:"):
@@ -285,6 +288,7 @@ class WebPeer:
             "renderer_rss_mb": renderer["rss_mb"],
             "renderer_pss_mb": renderer["pss_mb"],
             "browser_rss_mb": main["rss_mb"],
+            "browser_rss_anon_mb": main["rss_anon_mb"],
             "chromium_pss_total_mb": sum(memory_mb(p)["pss_mb"] for p in processes),
         }
 

@@ -25,6 +25,7 @@ MEMORY_KEYS = {
     "renderer_rss_mb",
     "renderer_pss_mb",
     "browser_rss_mb",
+    "browser_rss_anon_mb",
     "chromium_pss_total_mb",
 }
 
