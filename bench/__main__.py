@@ -2,6 +2,8 @@
 
 ``python -m bench --network [--quick] [--out DIR]`` runs the matrix over an
 emulated network instead (bench/network.py; needs root).
+``python -m bench --browser [--quick] [--out DIR]`` measures the web client in
+headless Chromium beside the kernels (bench/browser.py).
 
 Run it inside a loopback-only network namespace (aioice never offers 127.0.0.1):
 
@@ -53,6 +55,13 @@ def main() -> int:
         from .network import main as network_main
 
         return network_main([a for a in sys.argv[1:] if a != "--network"])
+    if "--browser" in sys.argv[1:]:
+        if missing_extras():
+            print("python -m bench --browser needs the bench extra", file=sys.stderr)
+            return 2
+        from .browser import main as browser_main
+
+        return browser_main([a for a in sys.argv[1:] if a != "--browser"])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (< 2 min)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))

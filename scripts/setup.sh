@@ -36,6 +36,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q -e '.[test,bench]'
     echo "$want" > "$stamp"
 fi
+# The README's quick starts are tested as written, in fresh venvs, inside a
+# network namespace that reaches nothing (tests/test_readme_quickstart.py):
+# keep what they install at hand, fetched here while the network is there.
+wheelhouse=.venv/wheelhouse
+if [ ! -f "$wheelhouse/.stamp" ] || [ "$(cat "$wheelhouse/.stamp")" != "$want" ]; then
+    echo "setup: downloading the quick starts' packages into $wheelhouse"
+    .venv/bin/python -m pip download -q -d "$wheelhouse" '.[notebook]' hatchling
+    echo "$want" > "$wheelhouse/.stamp"
+fi
 # JupyterLab's news popup covers the page in browser tests and demos.
 settings=.venv/share/jupyter/lab/settings
 mkdir -p "$settings"
