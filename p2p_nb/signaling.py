@@ -214,6 +214,9 @@ class SignalingClient:
         self._refusal: str | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self.base_url = ""
+        self.server_shutdown = False
+        """The server said it is shutting down (``server_shutdown``) before
+        this connection closed: a clean stop, not a network failure."""
         self._register()
 
     def _register(self) -> None:
@@ -274,6 +277,12 @@ class SignalingClient:
                 "over our peer id (it held our resume secret)"
             )
 
+        @sio.on("server_shutdown")  # type: ignore[untyped-decorator]
+        def _server_shutdown(data: Any) -> None:
+            # It closes our transport next; the reconnect loop finds the next server.
+            log.info("the signaling server is shutting down")
+            self.server_shutdown = True
+
         @sio.on("error")  # type: ignore[untyped-decorator]
         def _error(data: Any) -> None:
             log.debug("signaling server reported: %r", data)
@@ -286,8 +295,12 @@ class SignalingClient:
         @sio.event  # type: ignore[untyped-decorator]
         def disconnect(reason: Any = None) -> None:
             if not self._closing:
-                log.warning("signaling connection lost (%s)", reason)
+                if self.server_shutdown:
+                    log.info("signaling server shut down; reconnecting")
+                else:
+                    log.warning("signaling connection lost (%s)", reason)
                 self._on_disconnected()
+                self.server_shutdown = False
                 running = self._reconnector
                 if self._target is not None and (running is None or running.done()):
                     self._reconnector = self._tasks.spawn(self._reconnect_loop(), "reconnect")

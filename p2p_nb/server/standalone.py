@@ -95,9 +95,17 @@ class RedactingAccessLogger(AbstractAccessLogger):
         )
 
 
+SHUTDOWN_TIMEOUT = 2.0
+"""Seconds a stopping server waits for requests still running once every
+Socket.IO client was told and disconnected (aiohttp's default is 60)."""
+
+
 def make_runner(app: web.Application) -> web.AppRunner:
-    """The ``AppRunner`` to serve :func:`create_app`'s application with (redacted access log)."""
-    return web.AppRunner(app, access_log_class=RedactingAccessLogger)
+    """The ``AppRunner`` to serve :func:`create_app`'s application with
+    (redacted access log, a short shutdown: see :meth:`SignalingService.shutdown`)."""
+    return web.AppRunner(
+        app, access_log_class=RedactingAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
 
 
 def create_app(
@@ -138,9 +146,14 @@ def create_app(
     service.authenticate = token_authenticator(token, service.invites)
     app = web.Application()
 
+    async def shutdown(app: web.Application) -> None:
+        # after the port is closed, before aiohttp waits for open connections
+        await service.shutdown()
+
     async def cleanup(app: web.Application) -> None:
         service.close()
 
+    app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)
     service.sio.attach(app, socketio_path=SOCKETIO_PATH)
 

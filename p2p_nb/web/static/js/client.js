@@ -100,6 +100,9 @@ export class P2PClient extends EventTarget {
     socket.on("relay", (r) => this.hold(() => this.relayedIn(null, r?.from, r?.data)));
     socket.on("error", (e) => this.reportError(null, new SignalingError(e?.code, `${e?.event}: ${e?.message}`)));
     socket.on("probe", (_data, ack) => ack?.({ ok: true }));
+    // The server is stopping; it closes our transport next and Socket.IO
+    // reconnects (to the restarted server) by itself.
+    socket.on("server_shutdown", () => this.log("the signaling server is shutting down; reconnecting"));
     socket.on("resume_attempt", () => this.reportError(null, new Error("someone with your credentials tried to take your place in the room")));
     socket.on("disconnect", (reason) => {
       if (!this.closing) this.emitEvent("status", { state: "disconnected", reason });
@@ -145,6 +148,11 @@ export class P2PClient extends EventTarget {
       this.certificate = await RTCPeerConnection.generateCertificate({ name: "ECDSA", namedCurve: "P-256" });
     }
     this.roomKey = secret ? await RoomKey.derive(room, secret) : null;
+    await this.enter(room, name);
+  }
+
+  /** Into `room` under a new peer id (the first join, or a rejoin afresh). */
+  async enter(room, name) {
     this.held = [];
     try {
       const pseudonym = `member-${randomHex(4)}`;
@@ -169,6 +177,7 @@ export class P2PClient extends EventTarget {
       this.held = null;
       for (const fn of held) fn();
     }
+    clearInterval(this.pinger);
     this.pinger = setInterval(() => {
       const now = performance.now();
       for (const link of this.links.values()) link.tick(now);
@@ -196,6 +205,30 @@ export class P2PClient extends EventTarget {
       if (this.roomKey) await this.sendProfile();
       this.rejoined += 1;
       this.emitEvent("status", { state: "joined" });
+    } catch (exc) {
+      if (exc.code === "invalid_resume" && !this.closing) {
+        await this.rejoinAfresh();
+        return;
+      }
+      this.reportError(null, new SignalingError(exc.code, `could not rejoin the room: ${exc.message}; leave and join again`));
+    }
+  }
+
+  /** The server no longer knows our id (it restarted with another resume
+   * key): as the Python client does, close every link and join again under a
+   * new id; the others do the same and the links are made again. */
+  async rejoinAfresh() {
+    this.log("resume refused (the signaling server restarted?): joining again under a new id");
+    const room = this.room;
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+    for (const t of this.transfers.values()) {
+      if (!t.finished) this.fail(t, "cancelled", "the room was joined again under a new id", false);
+    }
+    this.emitEvent("peers");
+    try {
+      await this.enter(room, this.name);
+      this.rejoined += 1;
     } catch (exc) {
       this.reportError(null, new SignalingError(exc.code, `could not rejoin the room: ${exc.message}; leave and join again`));
     }

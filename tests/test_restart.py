@@ -1,0 +1,236 @@
+"""A signaling restart loses nothing and strands nobody (issue 17, items 11-13, 15).
+
+The real ``p2p-nb-signal`` process, started as the README starts it, is
+SIGKILLed or SIGTERMed and started again on the same port and token while
+peers chat; peers in their own processes stand for other users' kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+
+from p2p_nb.app import P2PApp
+from p2p_nb.errors import NameRefused
+
+from .browser import TIMEOUT
+from .conftest import TOKEN, ServerProcess, peer_process, spawn_signal_server, stop_process
+from .test_mesh import wait_mesh
+from .test_web_client import Users, chat_line, join, kernel_peer, send_chat, wait_connected
+
+pytestmark = pytest.mark.anyio
+
+SHUTDOWN_BOUND = 5.0
+"""Seconds a SIGTERMed server may take to exit (it took ~48 s with a browser connected)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def servers() -> AsyncIterator[list[ServerProcess]]:
+    """Every server process a test starts; all stopped at its end."""
+    started: list[ServerProcess] = []
+    try:
+        yield started
+    finally:
+        for server in started:
+            await stop_process(server.process)
+
+
+class Chatter:
+    """One peer typing a message every 20 ms until told to stop."""
+
+    def __init__(self, app: P2PApp) -> None:
+        self.app = app
+        self.sent: list[str] = []
+        self.more = asyncio.Event()
+        self.stop = False
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self.stop:
+            self.sent.append(
+                (await self.app.send_message(f"{self.app.name} {len(self.sent)}")).text
+            )
+            self.more.set()
+            await asyncio.sleep(0.02)  # pacing (a person typing), not synchronisation
+
+    async def send_more(self, count: int) -> None:
+        """Until ``count`` more messages have gone from now."""
+        target = len(self.sent) + count
+        while len(self.sent) < target:
+            self.more.clear()
+            await asyncio.wait_for(self.more.wait(), 10)
+
+    async def finish(self) -> list[str]:
+        self.stop = True
+        await self.task
+        return self.sent
+
+
+@pytest.mark.parametrize("keep_key", [True, False], ids=["default-key-file", "no-key-file"])
+async def test_a_killed_and_restarted_server_loses_no_chat(
+    keep_key: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three peers chat while the server is SIGKILLed and restarted on the same
+    port and token. With the default options the resume key is in the state
+    folder and everyone resumes; with ``--no-resume-key-file`` every resume is
+    refused and each link is rebuilt under new ids. Either way every message
+    arrives once, in order, at every peer."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    port = str(free_port())
+    options = ("--port", port) if keep_key else ("--port", port, "--no-resume-key-file")
+    async with servers() as started:
+        started.append(await spawn_signal_server(*options))
+        url = started[0].url
+        apps: list[P2PApp] = []
+        try:
+            for name in ("ana", "bo", "cy"):
+                app = await P2PApp.connect(url, TOKEN, thread=False)
+                apps.append(app)
+                await app.join_room("room1", name=name)
+            await wait_mesh(apps)
+            if keep_key:
+                key = tmp_path / "state" / "p2p-nb" / f"resume-{port}.key"
+                assert key.stat().st_mode & 0o777 == 0o600
+            inboxes = [app.events("message") for app in apps]
+            lost = [app.events("signaling_lost") for app in apps]
+            restored = [app.events("signaling_restored") for app in apps]
+            chatters = [Chatter(app) for app in apps]
+            await asyncio.gather(*(c.send_more(5) for c in chatters))
+            started[0].process.kill()
+            await started[0].process.wait()
+            for stream in lost:
+                await stream.get(timeout=10)
+            await asyncio.gather(*(c.send_more(5) for c in chatters))
+            started.append(await spawn_signal_server(*options))
+            for stream in restored:  # chat goes on while each peer rejoins
+                ev = await stream.get(timeout=30)
+                assert ev.data == {"resumed": keep_key, "room": "room1"}
+            await wait_mesh(apps)
+            await asyncio.gather(*(c.send_more(10) for c in chatters))
+            sent = [await c.finish() for c in chatters]
+
+            for me, app in enumerate(apps):
+                expected = {apps[i].name: sent[i] for i in range(3) if i != me}
+                got: dict[str, list[str]] = {name: [] for name in expected}
+                with contextlib.suppress(TimeoutError):  # the assert below shows what is missing
+                    while any(len(got[n]) < len(expected[n]) for n in expected):
+                        msg = (await inboxes[me].get(timeout=30)).data
+                        got[msg.sender_name].append(msg.text)
+                with pytest.raises(TimeoutError):  # nothing twice
+                    extra = await inboxes[me].get(timeout=1.0)
+                    got[extra.data.sender_name].append(extra.data.text)
+                assert got == expected, f"at {app.name}"
+        finally:
+            for app in apps:
+                await app.disconnect()
+
+
+async def test_sigterm_tells_clients_and_exits_at_once(tmp_path: Path) -> None:
+    """SIGTERM with a joined client: the server tells it (``server_shutdown``),
+    closes its transport and exits within the bound; the client sees a clean
+    stop (not a network failure) and is back in the room once a server
+    listens on the port again."""
+    port = str(free_port())
+    keep = ("--port", port, "--resume-key-file", str(tmp_path / "k"))
+    async with servers() as started:
+        started.append(await spawn_signal_server(*keep))
+        url = started[0].url
+        app = await P2PApp.connect(url, TOKEN, thread=False)
+        try:
+            await app.join_room("room1", name="ana")
+            lost = app.events("signaling_lost")
+            restored = app.events("signaling_restored")
+            started[0].process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(started[0].process.wait(), SHUTDOWN_BOUND)
+            assert started[0].process.returncode == 0
+            ev = await lost.get(timeout=5)
+            assert ev.data["reason"] == "server_shutdown"
+            started.append(await spawn_signal_server(*keep))
+            ev = await restored.get(timeout=30)
+            assert ev.data == {"resumed": True, "room": "room1"}
+        finally:
+            await app.disconnect()
+
+
+async def test_a_browser_rejoins_afresh_after_a_restart(users: Users) -> None:
+    """The server is SIGTERMed with a browser connected and restarted with a
+    new resume key: it exits at once, the page's resume is refused and it
+    joins again under a new id by itself, and chats with a kernel peer."""
+    port = str(free_port())
+    fresh = ("--port", port, "--no-resume-key-file")
+    async with servers() as started:
+        started.append(await spawn_signal_server(*fresh))
+        server = started[0]
+        kernel = await kernel_peer(server, "kernel")  # type: ignore[arg-type]
+        try:
+            page = await users.open(f"{server.url}?token={server.token}")
+            await join(page, "ada")
+            await wait_connected(page, "kernel")
+            old_id = await page.evaluate("window.p2pClient().peerId")
+            restored = kernel.events("signaling_restored")
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(server.process.wait(), SHUTDOWN_BOUND)
+            started.append(await spawn_signal_server(*fresh))
+            assert (await restored.get(timeout=30)).data["resumed"] is False
+            await page.wait_for_function(
+                "(old) => { const c = window.p2pClient(); return c.peerId && c.peerId !== old; }",
+                arg=old_id,
+                timeout=TIMEOUT * 1000,
+            )
+            await wait_connected(page, "kernel")
+            inbox = kernel.events("message")
+            await send_chat(page, "back again")
+            msg = (await inbox.get(timeout=TIMEOUT)).data
+            assert (msg.sender_name, msg.text) == ("ada", "back again")
+            await kernel.send_message("welcome back")
+            await expect(chat_line(page, "kernel", "welcome back")).to_be_visible()
+        finally:
+            await kernel.disconnect()
+
+
+async def test_the_same_identity_takes_its_name_back_from_a_dead_connection() -> None:
+    """A kernel restarted: its old process no longer answers but its socket is
+    not yet seen to close (here: the process is stopped). The new kernel,
+    with the same credentials, joins under the same name at once; the old
+    slot is hung up and the room hears it left. A connection of the same
+    identity that does answer keeps its name."""
+    async with servers() as started:
+        started.append(await spawn_signal_server())
+        url = started[0].url
+        async with peer_process(url, TOKEN, "room1", "hist") as (old, old_id):
+            watcher = await P2PApp.connect(url, TOKEN, thread=False)
+            again: P2PApp | None = None
+            try:
+                await watcher.join_room("room1", name="watcher")
+                with pytest.raises(NameRefused):  # alive: it answers, it keeps the name
+                    await watcher.leave_room()
+                    await watcher.join_room("room1", name="hist")
+                await watcher.join_room("room1", name="watcher")
+                left = watcher.events("peer_left")
+                os.kill(old.pid, signal.SIGSTOP)
+                try:
+                    again = await P2PApp.connect(url, TOKEN, thread=False)
+                    await again.join_room("room1", name="hist", timeout=10)
+                    assert (await left.get(timeout=10)).peer_id == old_id
+                    assert {p.name for p in watcher.peers.values()} == {"hist"}
+                finally:
+                    os.kill(old.pid, signal.SIGCONT)
+            finally:
+                await watcher.disconnect()
+                if again is not None:
+                    await again.disconnect()
