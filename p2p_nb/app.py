@@ -50,8 +50,8 @@ from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory
 from .mesh import Mesh
 from .names import MAX_NAME_CHARS, NameProblem, clean_name
-from .outgoing import Owed
 from .netthread import NetworkThread
+from .outgoing import Owed
 from .roomkey import RoomKey
 from .signaling import JoinResult, RemotePeer, SignalingClient
 from .tasks import TaskSet

@@ -132,8 +132,7 @@ async def test_a_killed_and_restarted_server_loses_no_chat(
                         msg = (await inboxes[me].get(timeout=30)).data
                         got[msg.sender_name].append(msg.text)
                 with pytest.raises(TimeoutError):  # nothing twice
-                    extra = await inboxes[me].get(timeout=1.0)
-                    got[extra.data.sender_name].append(extra.data.text)
+                    await inboxes[me].get(timeout=1.0)
                 assert got == expected, f"at {app.name}"
         finally:
             for app in apps:
@@ -216,9 +215,7 @@ async def test_the_same_identity_takes_its_name_back_from_a_dead_connection() ->
             watcher = await P2PApp.connect(url, TOKEN, thread=False)
             again: P2PApp | None = None
             try:
-                await watcher.join_room("room1", name="watcher")
                 with pytest.raises(NameRefused):  # alive: it answers, it keeps the name
-                    await watcher.leave_room()
                     await watcher.join_room("room1", name="hist")
                 await watcher.join_room("room1", name="watcher")
                 left = watcher.events("peer_left")
