@@ -25,7 +25,7 @@ from .browser import TIMEOUT
 from .conftest import TOKEN, ServerProcess, peer_process, spawn_signal_server, stop_process
 from .test_mesh import wait_mesh
 from .test_web_client import Users, chat_line, join, kernel_peer, send_chat, wait_connected
-from .test_web_client import users as users  # noqa: F401 (the fixture)
+from .test_web_client import users as users
 
 pytestmark = pytest.mark.anyio
 
