@@ -140,6 +140,11 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
             cors_allowed_origins=args.cors_origin,
             resume_key=args.resume_key.encode() if args.resume_key else None,
             resume_key_file=resume_key_file(args),
+            # invites outlive a restart only where the operator chose the key:
+            # revocations are not kept, a default key would revive revoked ones
+            keep_invites=bool(
+                args.resume_key or os.environ.get("P2P_NB_RESUME_KEY") or args.resume_key_file
+            ),
             turn=turn,
             public_url=args.public_url,
         )

@@ -118,6 +118,7 @@ def create_app(
     resume_key_file: str | os.PathLike[str] | None = None,
     turn: TurnServer | None = None,
     public_url: str | None = None,
+    keep_invites: bool = True,
 ) -> tuple[web.Application, SignalingService]:
     """Build the aiohttp application; run it with :func:`make_runner`.
 
@@ -127,7 +128,11 @@ def create_app(
     then a restart gives everyone new ids. It is never derived from the token,
     which every client holds. With ``turn``, every peer that joins gets
     credentials for that TURN server. ``public_url``: the base URL invites
-    name (default: the URL each client connected to).
+    name (default: the URL each client connected to). ``keep_invites``:
+    invites are signed with a key derived from the resume key, so they
+    outlive a restart when it does; False gives them a random key per start
+    (what ``p2p-nb-signal`` does with its default key file: revocations live
+    in memory only, so a kept invite key would bring revoked invites back).
     """
     if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
         resume_key = os.environ["P2P_NB_RESUME_KEY"].encode()
@@ -142,6 +147,7 @@ def create_app(
         resume_key=resume_key,
         turn=turn,
         public_url=public_url,
+        invites=None if keep_invites else InviteBook(),
     )
     service.authenticate = token_authenticator(token, service.invites)
     app = web.Application()
