@@ -24,7 +24,15 @@ from p2p_nb.errors import AuthError, NameRefused
 from .browser import TIMEOUT
 from .conftest import TOKEN, ServerProcess, peer_process, spawn_signal_server, stop_process
 from .test_mesh import wait_mesh
-from .test_web_client import Users, chat_line, join, kernel_peer, send_chat, wait_connected
+from .test_web_client import (
+    Users,
+    chat_line,
+    join,
+    kernel_peer,
+    peer_row,
+    send_chat,
+    wait_connected,
+)
 from .test_web_client import users as users
 
 pytestmark = pytest.mark.anyio
@@ -256,3 +264,62 @@ async def test_the_default_key_file_keeps_ids_but_no_revoked_invite(
                 await P2PApp.connect(invite=link, thread=False)
         finally:
             await host.disconnect()
+
+
+HOLD_REJOIN = """() => {
+    // the page's rejoin waits until the test lets it go (it is back on the
+    // restarted server, not yet in the room)
+    const c = window.p2pClient();
+    const rejoin = c.rejoin.bind(c);
+    let release;
+    const gate = new Promise((resolve) => { release = resolve; });
+    window.releaseRejoin = release;
+    c.rejoin = async () => { await gate; return rejoin(); };
+}"""
+
+
+async def test_nothing_is_lost_between_a_browser_and_a_kernel_rebuilt_apart(
+    users: Users,
+) -> None:
+    """After a restart with a new resume key the kernel is back under a new id
+    while the page is not yet: what each sends meanwhile (the kernel to a
+    peer that is absent, the page on a link whose other end is gone) arrives
+    once, at the same person's new id, when the page is back."""
+    port = str(free_port())
+    fresh = ("--port", port, "--no-resume-key-file")
+    async with servers() as started:
+        started.append(await spawn_signal_server(*fresh))
+        server = started[0]
+        kernel = await kernel_peer(server, "kernel")  # type: ignore[arg-type]
+        try:
+            page = await users.open(f"{server.url}?token={server.token}")
+            await join(page, "ada")
+            await wait_connected(page, "kernel")
+            await kernel.send_message("before")
+            await expect(chat_line(page, "kernel", "before")).to_be_visible()
+            await page.evaluate(HOLD_REJOIN)
+            restored = kernel.events("signaling_restored")
+            server.process.kill()
+            await server.process.wait()
+            started.append(await spawn_signal_server(*fresh))
+            assert (await restored.get(timeout=30)).data["resumed"] is False
+            await kernel.send_message("while you were away")
+            row = peer_row(page, "kernel")
+            await expect(row.locator(".peer-state")).not_to_have_text(
+                "connected", timeout=TIMEOUT * 1000
+            )
+            await send_chat(page, "from the page meanwhile")
+            inbox = kernel.events("message")
+            await page.evaluate("window.releaseRejoin()")
+            await wait_connected(page, "kernel")
+            msg = (await inbox.get(timeout=TIMEOUT)).data
+            assert (msg.sender_name, msg.text) == ("ada", "from the page meanwhile")
+            await expect(chat_line(page, "kernel", "while you were away")).to_be_visible()
+            await send_chat(page, "and after")
+            assert (await inbox.get(timeout=TIMEOUT)).data.text == "and after"  # nothing twice
+            await kernel.send_message("the end")
+            await expect(chat_line(page, "kernel", "the end")).to_be_visible()
+            for text in ("before", "while you were away"):
+                await expect(chat_line(page, "kernel", text)).to_have_count(1)
+        finally:
+            await kernel.disconnect()

@@ -23,6 +23,7 @@ const READ_BLOCK = 4 * 1024 * 1024;
 const BLOB_EVERY = 8 * 1024 * 1024;
 const PING_INTERVAL = 2000;
 const MAX_FINISHED = 500;
+const OWED_TIMEOUT = 60000; // ms the messages owed to peers of our previous id wait for them
 
 /** A refusal from the signaling server: `code` as in docs/protocol.md. */
 export class SignalingError extends Error {
@@ -66,6 +67,8 @@ export class P2PClient extends EventTarget {
     };
     this.pinger = null;
     this.rejoined = 0;
+    this.owed = new Map(); // certificate fingerprint → what our previous id's link owed that peer
+    this.owedTimer = null;
   }
 
   emitEvent(type, detail = {}) {
@@ -220,8 +223,21 @@ export class P2PClient extends EventTarget {
   async rejoinAfresh() {
     this.log("resume refused (the signaling server restarted?): joining again under a new id");
     const room = this.room;
-    for (const link of this.links.values()) link.close();
+    await Promise.all([...this.links.values()].map((l) => l.settle().catch(() => {})));
+    for (const link of this.links.values()) {
+      // chat not acknowledged goes again to the same person (by certificate,
+      // never by name) once a link to its new id opens
+      if (link.remoteFingerprint !== null) {
+        const earlier = this.owed.get(link.remoteFingerprint)?.frames ?? [];
+        this.owed.set(link.remoteFingerprint, {
+          name: link.name, lastSeqIn: link.lastSeqIn, frames: [...earlier, ...link.unacked],
+        });
+      }
+      link.close();
+    }
     this.links.clear();
+    clearTimeout(this.owedTimer);
+    this.owedTimer = setTimeout(() => this.giveUpOwed(), OWED_TIMEOUT);
     for (const t of this.transfers.values()) {
       if (!t.finished) this.fail(t, "cancelled", "the room was joined again under a new id", false);
     }
@@ -232,6 +248,22 @@ export class P2PClient extends EventTarget {
     } catch (exc) {
       this.reportError(null, new SignalingError(exc.code, `could not rejoin the room: ${exc.message}; leave and join again`));
     }
+  }
+
+  claimOwed(fingerprint) {
+    const owed = this.owed.get(fingerprint);
+    this.owed.delete(fingerprint);
+    return owed;
+  }
+
+  /** Peers not back under a new id in time: their messages may be lost. */
+  giveUpOwed() {
+    for (const owed of this.owed.values()) {
+      if (owed.frames.length) {
+        this.reportError(null, new Error(`${owed.frames.length} messages to ${owed.name} may not have arrived (not back after the server restart)`));
+      }
+    }
+    this.owed.clear();
   }
 
   async unseal(peer) {
@@ -366,6 +398,7 @@ export class P2PClient extends EventTarget {
         this.reportError(link.peerId, exc);
       }
     }
+    if (to === null) for (const owed of this.owed.values()) owed.frames.push([seq, wire]); // not back yet
     this.remember({ ...msg, sender: this.peerId, senderName: this.name, own: true });
   }
 
@@ -719,6 +752,7 @@ export class P2PClient extends EventTarget {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.pinger);
+    clearTimeout(this.owedTimer);
     await Promise.all([...this.links.values()].map((l) => l.settle().catch(() => {})));
     if (this.socket?.connected && this.room !== null) {
       try {
