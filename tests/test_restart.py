@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import expect
 
@@ -23,6 +24,9 @@ from p2p_nb.errors import AuthError, NameRefused
 
 from .browser import TIMEOUT
 from .conftest import TOKEN, ServerProcess, peer_process, spawn_signal_server, stop_process
+from .jupyter_server import JupyterServer
+from .kernels import server_kernels
+from .test_kernels import join as kernel_join
 from .test_mesh import wait_mesh
 from .test_web_client import (
     Users,
@@ -323,3 +327,33 @@ async def test_nothing_is_lost_between_a_browser_and_a_kernel_rebuilt_apart(
                 await expect(chat_line(page, "kernel", text)).to_have_count(1)
         finally:
             await kernel.disconnect()
+
+
+async def test_a_restarted_kernel_is_back_under_its_name_at_once(
+    jupyter_server: JupyterServer,
+) -> None:
+    """``restart_kernel`` on a Jupyter server, then the panel cell again: the
+    new kernel joins with the same name at the first try (the old kernel's
+    slot is given up, the room hears it left)."""
+    watcher = await P2PApp.connect(jupyter_server.url, jupyter_server.token, thread=False)
+    try:
+        await watcher.join_room("hist", name="watcher")
+        joined = watcher.events("peer_joined")
+        left = watcher.events("peer_left")
+        async with server_kernels(jupyter_server, 1) as (kernel,):
+            old_id = await kernel_join(kernel, "hist", "hist")
+            assert (await joined.get(timeout=30)).peer_id == old_id
+            headers = {"Authorization": f"token {jupyter_server.token}"}
+            async with (
+                aiohttp.ClientSession(headers=headers) as http,
+                http.post(jupyter_server.url + f"api/kernels/{kernel.id}/restart") as resp,
+            ):
+                assert resp.status == 200, await resp.text()
+            await kernel.client.wait_for_ready(timeout=60)
+            new_id = await kernel_join(kernel, "hist", "hist")  # NameRefused would fail it
+            assert new_id != old_id
+            assert (await left.get(timeout=30)).peer_id == old_id
+            assert (await joined.get(timeout=30)).peer_id == new_id
+            await kernel.run("await app.disconnect()")
+    finally:
+        await watcher.disconnect()
