@@ -363,3 +363,20 @@ async def test_a_restarted_kernel_is_back_under_its_name_at_once(
             await kernel.run("await app.disconnect()")
     finally:
         await watcher.disconnect()
+
+
+async def test_holders_of_a_jupyter_token_are_one_identity(jupyter_server: JupyterServer) -> None:
+    """Jupyter calls each token-authenticated connection a new random user;
+    the signaling service must see one party, or a kernel whose connection
+    dropped could never resume its id (nor take its name back)."""
+    app = await P2PApp.connect(jupyter_server.url, jupyter_server.token, thread=False)
+    try:
+        peer_id = await app.join_room("one-identity", name="kernel")
+        restored = app.events("signaling_restored")
+        assert app._signaling is not None
+        await app._signaling._sio.eio.disconnect(abort=True)  # the socket drops
+        ev = await restored.get(timeout=30)
+        assert ev.data == {"resumed": True, "room": "one-identity"}
+        assert app.peer_id == peer_id
+    finally:
+        await app.disconnect()
