@@ -1222,7 +1222,8 @@ class P2PApp:
         elif name == "peer_identified":
             # the same person as ``previous`` before our rebuild: its messages
             # sent again are dropped up to what we had
-            last = max(self._last_seq.get(peer_id, 0), int(data["last_seq"]))
+            previous = self._last_seq.get(str(data["previous"]), 0)  # still in this mesh
+            last = max(self._last_seq.get(peer_id, 0), int(data["last_seq"]), previous)
             self._last_seq[peer_id] = last
         else:
             if name == "peer_state" and self._transfers is not None:

@@ -119,12 +119,25 @@ class Mesh:
 
     def claim_owed(self, peer_id: str, fingerprint: str) -> Owed | None:
         """A direct link to ``peer_id`` opened with this certificate: what our
-        previous id's link to the same peer owed it (once), and the seq it
-        had reached (``peer_identified``: its resent messages are dropped up
-        to there)."""
+        previous id's link to the same peer owed it (once), or what a link of
+        ours to the same certificate under the peer's previous id owes (the
+        peer rejoined under a new id, we did not), and the seq it had reached
+        (``peer_identified``: its resent messages are dropped up to there)."""
         owed = self.owed.pop(fingerprint, None)
         if owed is None:
-            return None
+            twin = next(
+                (
+                    link
+                    for link in self.links.values()
+                    if link.peer_id != peer_id
+                    and link.remote_fingerprint == fingerprint
+                    and link.state not in OPEN_STATES
+                ),
+                None,
+            )
+            if twin is None:
+                return None
+            owed = Owed(twin.peer_id, twin.name, fingerprint, twin.out.take_owed())
         self.on_event(
             "peer_identified",
             peer_id,

@@ -380,3 +380,52 @@ async def test_holders_of_a_jupyter_token_are_one_identity(jupyter_server: Jupyt
         assert app.peer_id == peer_id
     finally:
         await app.disconnect()
+
+
+async def test_one_peer_rebuilt_while_the_other_resumed_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """After a restart one peer's resume is refused (here: its secret is
+    spoiled) while the other's is taken: only one side rebuilds. The peer that
+    kept its id recognises the newcomer as the same certificate: what it owed
+    the old id goes to the new one, and what the newcomer sends again is not
+    shown twice."""
+    port = str(free_port())
+    options = ("--port", port, "--resume-key-file", str(tmp_path / "k"))
+    async with servers() as started:
+        started.append(await spawn_signal_server(*options))
+        url = started[0].url
+        apps: list[P2PApp] = []
+        try:
+            for name in ("ana", "bo"):
+                app = await P2PApp.connect(url, TOKEN, thread=False)
+                apps.append(app)
+                await app.join_room("room1", name=name)
+            await wait_mesh(apps)
+            ana = apps[0]
+            assert ana._signaling is not None
+            assert ana._signaling._resume is not None
+            ana._signaling._resume["secret"] = "0" * 32  # its resume will be refused
+            inboxes = [app.events("message") for app in apps]
+            restored = [app.events("signaling_restored") for app in apps]
+            chatters = [Chatter(app) for app in apps]
+            await asyncio.gather(*(c.send_more(5) for c in chatters))
+            started[0].process.kill()
+            await started[0].process.wait()
+            started.append(await spawn_signal_server(*options))
+            results = [(await stream.get(timeout=30)).data["resumed"] for stream in restored]
+            assert results == [False, True]
+            await wait_mesh(apps)
+            await asyncio.gather(*(c.send_more(10) for c in chatters))
+            sent = [await c.finish() for c in chatters]
+            for me, other in ((0, 1), (1, 0)):
+                got: list[str] = []
+                with contextlib.suppress(TimeoutError):
+                    while len(got) < len(sent[other]):
+                        got.append((await inboxes[me].get(timeout=30)).data.text)
+                with pytest.raises(TimeoutError):  # nothing twice
+                    await inboxes[me].get(timeout=1.0)
+                assert got == sent[other], f"at {apps[me].name}"
+        finally:
+            for app in apps:
+                await app.disconnect()

@@ -784,10 +784,21 @@ class SignalingService:
         self.closing = True
         count = len(self.sio.eio.sockets)
         if count:
-            with contextlib.suppress(socketio.exceptions.SocketIOError):
-                await self.sio.emit("server_shutdown", {"reason": reason})
-            if self.sio.eio.sockets:  # (those that closed meanwhile are gone)
-                await self.sio.eio.disconnect()
+            for sid in list(self.peers):  # ours only (a shared client manager has others)
+                with contextlib.suppress(socketio.exceptions.SocketIOError):
+                    await self.sio.emit("server_shutdown", {"reason": reason}, to=sid)
+            eio = self.sio.eio
+            # Not eio.disconnect(): it waits for each socket's send queue to
+            # drain, for ever for one whose transport is already gone (a
+            # refused client). The close packet is queued; the web server's
+            # shutdown then waits (bounded) for the transports to end.
+            for sock in list(eio.sockets.values()):
+                with contextlib.suppress(Exception):
+                    await sock.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+                    # None ends the socket's writer once the close packet is
+                    # out: it closes the WebSocket (browsers ignore the packet)
+                    sock.queue.put_nowait(None)
+            eio.sockets = {}
         self.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._pending, return_exceptions=True)
