@@ -34,7 +34,7 @@ from .links import (
     MeshSettings,
     ReconnectPolicy,
 )
-from .outgoing import Owed
+from .outgoing import MAX_UNACKED, Owed
 from .peerlink import PeerLink
 from .relay import RelayChannel
 from .roomkey import RoomKey
@@ -150,7 +150,8 @@ class Mesh:
         owed to them too (a link to one that is back but not open yet gets
         it twice; :meth:`Outgoing.resend` keeps one)."""
         for owed in self.owed.values():
-            owed.frames.append((seq, data))
+            if len(owed.frames) < MAX_UNACKED:  # as a link keeps at most
+                owed.frames.append((seq, data))
 
     def _report_owed(self) -> None:
         owed, self.owed = list(self.owed.values()), {}
