@@ -51,6 +51,7 @@ from .memory import release_memory
 from .mesh import Mesh
 from .names import MAX_NAME_CHARS, NameProblem, RoomNames, clean_name
 from .netthread import NetworkThread
+from .outgoing import Owed
 from .rekey import REKEY_TYPE, EpochKey, Rekey, Rekeying, RoomEpochs
 from .roomkey import RoomKey, secret_warning
 from .signaling import JoinResult, RemotePeer, SignalingClient
@@ -625,7 +626,7 @@ class P2PApp:
             for replay in held:
                 replay()
 
-    def _enter_room(self, result: JoinResult) -> None:
+    def _enter_room(self, result: JoinResult, owed: list[Owed] | None = None) -> None:
         self.peer_id, self.room, self.name = result.peer_id, result.room, result.name
         self._names = RoomNames(result.peer_id, result.name) if self._room_key else None
         self._relay_allowed = result.relay
@@ -641,6 +642,7 @@ class P2PApp:
             offers_relay=lambda: self.provides_service("relay"),
             certificate=self._certificate,
             room_key=self._room_key,
+            owed=owed,
         )
         self._transfers = TransferManager(
             self._mesh,
@@ -685,7 +687,10 @@ class P2PApp:
             self.room = None
             self.peer_id = None
 
-    async def _leave_mesh(self) -> None:
+    async def _leave_mesh(self, *, hand_over: bool = False) -> list[Owed]:
+        """Close the mesh; with ``hand_over``, return what its links owed
+        their peers (with the seq we had reached from each), for the next."""
+        owed: list[Owed] = []
         try:
             if self._transfers is not None:
                 await self._transfers.close()
@@ -693,7 +698,9 @@ class P2PApp:
             self._transfers = None
             try:
                 if self._mesh is not None:
-                    await self._mesh.close()
+                    owed = await self._mesh.close(hand_over=hand_over)
+                    for o in owed:
+                        o.last_seq = max(o.last_seq, self._last_seq.get(o.peer_id, 0))
             finally:
                 self._mesh = None
                 self._peers.clear()
@@ -701,6 +708,7 @@ class P2PApp:
                 self._remote_caps.clear()
                 self._last_seq.clear()
                 release_memory()
+        return owed
 
     async def disconnect(self) -> None:
         """Leave, close every peer connection and stop all background work.
@@ -714,6 +722,16 @@ class P2PApp:
         finally:
             if self._net is not None:
                 self._net.stop()
+
+    async def close(self) -> None:
+        """The same as :meth:`disconnect` (what ``async with`` ends with)."""
+        await self.disconnect()
+
+    async def __aenter__(self) -> P2PApp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.disconnect()
 
     @_networked
     async def _disconnect(self) -> None:
@@ -769,6 +787,8 @@ class P2PApp:
         self._seq = seq
         for peer_id in [to] if to is not None else mesh.reachable():
             mesh.send(peer_id, wire, seq=seq)
+        if to is None:
+            mesh.owe_absent(wire, seq)  # peers not back yet under a new id
 
     def _first_time(self, peer_id: str, seq: int) -> bool:
         """False for a message sent again after a link failure, which we had."""
@@ -1271,15 +1291,17 @@ class P2PApp:
         if result.peer_id == self.peer_id:
             self._resumed(result)
             return
-        # The server gave us a new id: every link must be made again.
+        # The server gave us a new id: every link must be made again. What
+        # they owed goes again to the same people (by certificate) under
+        # their new ids, and what we had from them is not shown twice.
         old = dict(self._peers)
         await self._settle_links()
-        await self._leave_mesh()
+        owed = await self._leave_mesh(hand_over=True)
         for pid, peer in old.items():
             self._emit("peer_left", pid, {"name": peer.name, "reason": "rejoined"})
         if self._room_key is not None:
             result = dataclasses.replace(result, name=self.name)  # not the pseudonym
-        self._enter_room(result)
+        self._enter_room(result, owed)
         if self._room_key is not None:
             await self._quietly(self._send_profile())  # sealed for the new id
         self._emit("signaling_restored", None, {"resumed": False, "room": result.room})
@@ -1350,12 +1372,16 @@ class P2PApp:
             # events after a join reply may be handled before the reply itself
             self._away = True
             self._begin_hold()
+        shutdown = self._signaling is not None and self._signaling.server_shutdown
         self._emit(
             "signaling_lost",
             None,
             {
-                "message": "signaling connection lost; open links stay up, reconnecting "
-                "(signaling_restored follows)"
+                "message": (
+                    "the signaling server shut down" if shutdown else "signaling connection lost"
+                )
+                + "; open links stay up, reconnecting (signaling_restored follows)",
+                "reason": "server_shutdown" if shutdown else "connection_lost",
             },
         )
 
@@ -1376,6 +1402,12 @@ class P2PApp:
                 self._emit("error", peer_id, ProtocolError(str(exc)))
         elif name == "undelivered":
             self._emit("undelivered", peer_id, self._undelivered(data))
+        elif name == "peer_identified":
+            # the same person as ``previous`` before our rebuild: its messages
+            # sent again are dropped up to what we had
+            previous = self._last_seq.get(str(data["previous"]), 0)  # still in this mesh
+            last = max(self._last_seq.get(peer_id, 0), int(data["last_seq"]), previous)
+            self._last_seq[peer_id] = last
         else:
             if name == "peer_state" and self._transfers is not None:
                 # a relayed link carries transfers like a direct one

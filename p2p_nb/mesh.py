@@ -34,6 +34,7 @@ from .links import (
     MeshSettings,
     ReconnectPolicy,
 )
+from .outgoing import MAX_UNACKED, Owed
 from .peerlink import PeerLink
 from .relay import RelayChannel
 from .roomkey import RoomKey
@@ -41,6 +42,10 @@ from .tasks import TaskSet
 from .turn import uses_turn
 
 log = logging.getLogger(__name__)
+
+OWED_TIMEOUT = 60.0
+"""Seconds the messages our previous id's links owed wait for their peer to
+come back under a new id (see :class:`~p2p_nb.outgoing.Owed`)."""
 
 
 def _urls(server: RTCIceServer) -> list[str]:
@@ -76,8 +81,13 @@ class Mesh:
         offers_relay: OffersRelay | None = None,
         certificate: StableCertificate | None = None,
         room_key: RoomKey | None = None,
+        owed: list[Owed] | None = None,
     ) -> None:
         self.local_id = local_id
+        self.owed: dict[str, Owed] = {o.fingerprint: o for o in owed or []}
+        """What the links of our previous id owed their peers, by certificate
+        fingerprint, until a link to the same certificate opens (or
+        ``settings.owed_timeout`` passes: then it is reported undelivered)."""
         self.room_key = room_key
         """In a room with a secret: signals are authenticated with it, relay keys salted."""
         self.certificate = certificate or StableCertificate()
@@ -104,6 +114,60 @@ class Mesh:
         self._tasks.spawn(self._ping_loop(), "ping")
         if settings.quality_interval is not None:
             self._tasks.spawn(self._quality_loop(settings.quality_interval), "quality")
+        if self.owed:
+            self._tasks.spawn(self._give_up_owed(OWED_TIMEOUT), "owed")
+
+    def claim_owed(self, peer_id: str, fingerprint: str) -> Owed | None:
+        """A direct link to ``peer_id`` opened with this certificate: what our
+        previous id's link to the same peer owed it (once), or what a link of
+        ours to the same certificate under the peer's previous id owes (the
+        peer rejoined under a new id, we did not), and the seq it had reached
+        (``peer_identified``: its resent messages are dropped up to there)."""
+        owed = self.owed.pop(fingerprint, None)
+        if owed is None:
+            twin = next(
+                (
+                    link
+                    for link in self.links.values()
+                    if link.peer_id != peer_id
+                    and link.remote_fingerprint == fingerprint
+                    and link.state not in OPEN_STATES
+                ),
+                None,
+            )
+            if twin is None:
+                return None
+            owed = Owed(twin.peer_id, twin.name, fingerprint, twin.out.take_owed())
+        self.on_event(
+            "peer_identified",
+            peer_id,
+            {"previous": owed.peer_id, "name": owed.name, "last_seq": owed.last_seq},
+        )
+        return owed
+
+    def owe_absent(self, data: str, seq: int) -> None:
+        """A broadcast while peers of our previous id are not back yet: it is
+        owed to them too (a link to one that is back but not open yet gets
+        it twice; :meth:`Outgoing.resend` keeps one)."""
+        for owed in self.owed.values():
+            if len(owed.frames) < MAX_UNACKED:  # as a link keeps at most
+                owed.frames.append((seq, data))
+
+    def _report_owed(self) -> None:
+        owed, self.owed = list(self.owed.values()), {}
+        for o in owed:
+            if o.frames:
+                self.on_event(
+                    "undelivered",
+                    o.peer_id,
+                    {"name": o.name, "frames": [], "unconfirmed": [f for _, f in o.frames]},
+                )
+
+    async def _give_up_owed(self, timeout: float) -> None:
+        """Peers not back under a new id within ``timeout``: their messages
+        are reported undelivered (as a link that is lost reports its own)."""
+        await asyncio.sleep(timeout)
+        self._report_owed()
 
     @property
     def relay_salt(self) -> bytes | None:
@@ -333,13 +397,25 @@ class Mesh:
                 await link.refresh_stats()
                 self.on_event("quality", link.peer_id, link.quality())
 
-    async def close(self) -> None:
+    async def close(self, *, hand_over: bool = False) -> list[Owed]:
+        """Close every link. With ``hand_over`` (we rejoin under a new id),
+        what each owed its peer is returned for the next mesh instead of
+        being reported undelivered."""
         self.closing = True
         await self._tasks.aclose()
         self._workers.clear()
         links = list(self.links.values())
         self.links.clear()
+        handed: list[Owed] = []
+        if hand_over:  # no await from here to the closes: nothing is sent in between
+            handed = [o for o in (link.owed() for link in links) if o is not None]
+            handed += self.owed.values()  # still owed from an earlier rebuild
+            # broadcasts until the next mesh exists are owed to them all
+            self.owed = {o.fingerprint: o for o in handed}
+        else:
+            self._report_owed()
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+        return handed
 
 
 __all__ = [

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import protocol
-from .errors import PeerUnavailable
+from .errors import PeerUnavailable, ProtocolError
 
 if TYPE_CHECKING:
     from .peerlink import PeerLink
@@ -43,6 +45,38 @@ aiortc's cost is per SCTP message (its sender rescans every message in flight
 on each acknowledgement), so a burst of chat costs one message instead of
 hundreds. A frame sent on an idle link (nothing batched, nothing buffered)
 leaves at once, so a lone message waits for nothing."""
+
+
+@dataclass
+class Owed:
+    """What a link closed for a rebuild (our new peer id after a signaling
+    restart) still owed its peer: the chat and application messages it never
+    had confirmed, in order. They go again, first, to the link under the
+    peer's new id that proves to be the same person: the same DTLS
+    certificate (see :class:`~p2p_nb.ice.StableCertificate`), never merely
+    the same name, which anyone may take once the server forgot the room."""
+
+    peer_id: str
+    """The peer's old id."""
+    name: str
+    fingerprint: str
+    """The certificate fingerprint its direct connections showed."""
+    frames: list[tuple[int, str]]
+    """(seq, frame) not confirmed, oldest first."""
+    last_seq: int = 0
+    """The highest ``seq`` we had from it: what it sends again is dropped up to there."""
+
+
+def readdress(frame: str, peer_id: str) -> str:
+    """``frame`` addressed to ``peer_id`` if it was a direct chat message to
+    the peer's old id (the receiver drops chat addressed to another id)."""
+    try:
+        msg = protocol.decode(frame)
+    except ProtocolError:
+        return frame
+    if isinstance(msg, protocol.ChatMessage) and msg.to is not None:
+        return dataclasses.replace(msg, to=peer_id).encode()
+    return frame
 
 
 class Outgoing:
@@ -166,6 +200,39 @@ class Outgoing:
         self.outbox.clear()
         self.unacked.clear()
         return never_sent, unconfirmed
+
+    def take_owed(self) -> list[tuple[int, str]]:
+        """The link closes for a rebuild: the sequenced frames never confirmed
+        (sent or not), oldest first; everything else it held is dropped (it
+        belonged to the old membership: transfers end with it)."""
+        self.on_drop([])
+        owed = list(self.unacked)
+        self.outbox.clear()
+        self.unacked.clear()
+        return owed
+
+    def resend(self, owed: Owed) -> None:
+        """Frames a previous link to the same person never had confirmed go
+        first when this one opens (called just before :meth:`on_open`), kept
+        until this peer confirms them."""
+        have = {seq for seq, _ in self.unacked}  # broadcasts queued here meanwhile
+        frames = [
+            (seq, readdress(frame, self.link.peer_id))
+            for seq, frame in owed.frames
+            if seq not in have
+        ]
+        queued = {id(frame) for frame in self.outbox}
+        later = [(seq, frame) for seq, frame in self.unacked if id(frame) in queued]
+        sent = [(seq, frame) for seq, frame in self.unacked if id(frame) not in queued]
+        self.unacked = deque([*frames, *sent, *later], maxlen=MAX_UNACKED)
+        self.outbox.extendleft(reversed([frame for _, frame in frames]))
+        log.info(
+            "link %s: %d messages owed to %s (was %s) go again",
+            self.link.peer_id,
+            len(frames),
+            owed.name,
+            owed.peer_id,
+        )
 
     async def drain(self, timeout: float) -> None:
         """Before we close this link on purpose (leaving the room): what we owe

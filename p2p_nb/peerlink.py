@@ -42,7 +42,7 @@ from .ice import (
     set_local_description,
 )
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
-from .outgoing import Outgoing
+from .outgoing import Outgoing, Owed
 from .relay import RelayChannel
 from .relaykey import KeyPair, RelaySeal, valid_session_id
 from .safety import SafetyState
@@ -90,6 +90,9 @@ class PeerLink:
         self.safety = SafetyState()
         self._attempt_id: str | None = None
         """Tag of our latest offer: an answer to any other one is stale."""
+        self.remote_fingerprint: str | None = None
+        """The certificate fingerprint of the peer's last direct connection:
+        who it is, across reconnects and a new peer id (see :class:`Owed`)."""
 
     @property
     def transport(self) -> str:
@@ -290,6 +293,13 @@ class PeerLink:
         if gen != self.generation or self.channel is None:
             return
         if self.pc is not None:
+            remote = self.pc.remoteDescription
+            fingerprint = sdp_fingerprint(remote.sdp) if remote is not None else None
+            if fingerprint is not None:
+                self.remote_fingerprint = fingerprint
+                owed = self.mesh.claim_owed(self.peer_id, fingerprint)
+                if owed is not None:
+                    self.out.resend(owed)
             enlarge_socket_buffers(self.pc)
             if self.mesh.settings.tail_loss_probe:
                 TailLossProbe.install(self.pc)
@@ -820,6 +830,21 @@ class PeerLink:
             await self.pc.close()
         elif isinstance(self.channel, RelayChannel):
             self._attempt_failed(self.generation, "relay cut")
+
+    def owed(self) -> Owed | None:
+        """The link closes for a rebuild under our new id: what it owes the
+        peer, for the link to the same person (None: it never had a direct
+        connection, so nothing can tell who it was)."""
+        frames = self.out.take_owed()
+        if self.remote_fingerprint is None:
+            if frames:
+                self.mesh.on_event(
+                    "undelivered",
+                    self.peer_id,
+                    {"name": self.name, "frames": [], "unconfirmed": [f for _, f in frames]},
+                )
+            return None
+        return Owed(self.peer_id, self.name, self.remote_fingerprint, frames)
 
     async def close(self) -> None:
         self.out.close()

@@ -225,6 +225,9 @@ class SignalingClient:
         """Why the server ended our session for good (``session_ended``), if it did."""
         self._reconnector: asyncio.Task[None] | None = None
         self.base_url = ""
+        self.server_shutdown = False
+        """The server said it is shutting down (``server_shutdown``) before
+        this connection closed: a clean stop, not a network failure."""
         self._register()
 
     def _register(self) -> None:
@@ -298,6 +301,12 @@ class SignalingClient:
                 f"invite_{known}" if known else "session_ended",
             )
 
+        @sio.on("server_shutdown")  # type: ignore[untyped-decorator]
+        def _server_shutdown(data: Any) -> None:
+            # It closes our transport next; the reconnect loop finds the next server.
+            log.info("the signaling server is shutting down")
+            self.server_shutdown = True
+
         @sio.on("error")  # type: ignore[untyped-decorator]
         def _error(data: Any) -> None:
             log.debug("signaling server reported: %r", data)
@@ -317,8 +326,12 @@ class SignalingClient:
                     self._on_rejoined(None, ended)
                 return
             if not self._closing:
-                log.warning("signaling connection lost (%s)", reason)
+                if self.server_shutdown:
+                    log.info("signaling server shut down; reconnecting")
+                else:
+                    log.warning("signaling connection lost (%s)", reason)
                 self._on_disconnected()
+                self.server_shutdown = False
                 running = self._reconnector
                 if self._target is not None and (running is None or running.done()):
                     self._reconnector = self._tasks.spawn(self._reconnect_loop(), "reconnect")

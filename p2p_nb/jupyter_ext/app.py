@@ -184,9 +184,10 @@ class P2PExtensionApp(ExtensionApp):
         self.log.info("p2p_nb: signaling at %sp2p/; %s set for kernels", url, URL_ENV)
 
     async def stop_extension(self) -> None:
-        """Close every socket and forget what we exported.
+        """Tell every client, close every socket and forget what we exported.
 
-        Clients see a clean disconnect instead of a dead TCP connection, and a
+        Clients hear ``server_shutdown`` and see their transport close instead
+        of a dead TCP connection (and reconnect to the next server), and a
         later server in this process does not inherit a stale URL.
         """
         for key, value in (self._exported or {}).items():
@@ -195,10 +196,5 @@ class P2PExtensionApp(ExtensionApp):
         self._exported = None
         if self.service is None:
             return
-        sio = self.service.sio
-        for sid in list(self.service.peers):
-            await sio.disconnect(sid, ignore_queue=True)
-        if sio.eio.sockets:
-            await sio.eio.disconnect()
-        await sio.shutdown()
-        await cancel_pings(sio.eio)
+        await self.service.shutdown()
+        await cancel_pings(self.service.sio.eio)

@@ -10,6 +10,7 @@ invite's room, and nothing else, since Jupyter itself does not know the token.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from typing import Any
 
@@ -20,7 +21,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 
-from ..server.auth import Authority, AuthRefused, Credentials, Identity
+from ..server.auth import Authority, AuthRefused, Credentials, Identity, token_fingerprint
 from ..server.core import SignalingService
 from ..server.headers import subresource_headers
 from ..server.invites import check_invite, is_invite
@@ -50,7 +51,23 @@ async def jupyter_user(environ: dict[str, Any], auth: Any) -> Identity:
             return invited
     user = getattr(handler, "current_user", None)
     name = None if user is None else str(getattr(user, "username", user))
+    if name is not None and _holds_server_token(handler):
+        # Jupyter makes every token-authenticated request without a login
+        # cookie a new random "Anonymous" user; to p2p-nb all holders of the
+        # server's token are one party (as on the standalone server), or a
+        # restarted kernel could never take its name or its peer id back.
+        name = f"token-{token_fingerprint(str(getattr(handler, 'token', '')))}"
     return _AUTHORITY.identify(Credentials(host_user=name))
+
+
+def _holds_server_token(handler: Any) -> bool:
+    """The connection presented this server's own token (not a user's login)."""
+    token = getattr(handler, "token", None)
+    provider = getattr(handler, "identity_provider", None)
+    if not token or provider is None:
+        return False
+    given = provider.get_token(handler)
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), str(token).encode())
 
 
 async def authorize(handler: JupyterHandler, action: str) -> None:

@@ -17,7 +17,7 @@ from ..errors import InviteError
 from ..invite import check_server_url
 from ..turn import TurnServer
 from ..web import check_remote_server
-from .keyfile import KeyFileError
+from .keyfile import KeyFileError, default_key_path
 from .limits import ServerLimits
 from .standalone import create_app, make_runner
 
@@ -69,15 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume-key",
         default=None,
         help="secret that signs resume secrets (default: $P2P_NB_RESUME_KEY, else "
-        "--resume-key-file, else random per run); prefer the file: a command line is "
-        "visible to other users",
+        "the resume key file); prefer the file: a command line is visible to other users",
     )
-    p.add_argument(
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument(
         "--resume-key-file",
         default=None,
         metavar="PATH",
         help="keep the resume key in this file (created with mode 0600 if missing) so "
-        "peers keep their ids across restarts; without it a restart gives new ids",
+        "peers keep their ids across restarts (default: "
+        "$XDG_STATE_HOME/p2p-nb/resume-PORT.key, ~/.local/state/p2p-nb/... without it; "
+        "with --port 0, a random key per run)",
+    )
+    keys.add_argument(
+        "--no-resume-key-file",
+        action="store_true",
+        help="a random resume key per run: a restart gives every peer a new id "
+        "(their links are rebuilt; chat not yet confirmed is sent again)",
     )
     p.add_argument(
         "--no-relay",
@@ -144,7 +152,12 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
             limits=limits,
             cors_allowed_origins=args.cors_origin,
             resume_key=args.resume_key.encode() if args.resume_key else None,
-            resume_key_file=args.resume_key_file,
+            resume_key_file=resume_key_file(args),
+            # invites outlive a restart only where the operator chose the key:
+            # revocations are not kept, a default key would revive revoked ones
+            keep_invites=bool(
+                args.resume_key or os.environ.get("P2P_NB_RESUME_KEY") or args.resume_key_file
+            ),
             turn=turn,
             public_url=args.public_url,
             remote_servers=args.remote_server,
@@ -181,7 +194,20 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    print("p2p-nb signaling server stopping: telling clients, closing connections", flush=True)
     await runner.cleanup()
+    print("p2p-nb signaling server stopped", flush=True)
+
+
+def resume_key_file(args: argparse.Namespace) -> str | None:
+    """The file the resume key lives in: ``--resume-key-file``, else the state
+    folder's file for this port (none with ``--no-resume-key-file`` or port 0,
+    whose restart lands on another port anyway)."""
+    if args.no_resume_key_file:
+        return None
+    if args.resume_key_file:
+        return str(args.resume_key_file)
+    return str(default_key_path(args.port)) if args.port else None
 
 
 def _public_url(value: str) -> str:

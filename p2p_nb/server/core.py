@@ -200,6 +200,9 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         # The peer may come back (same id, ``resume``) within the grace period.
         svc = self.service
         svc.sessions.forget(sid)
+        for waiter in svc.hangups.pop(sid, ()):
+            if not waiter.done():
+                waiter.set_result(False)  # a probe of it has its answer: gone
         await svc.step_away(sid)
         peer = svc.peers.pop(sid, None)
         if peer is not None:
@@ -269,7 +272,12 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
         Members that are away keep their name (they are still in the room),
         except against the same identity: a kernel restarted within the grace
-        period takes its name back, and its old slot leaves at once.
+        period takes its name back, and its old slot leaves at once. So does
+        a slot of the same identity whose connection the server still counts
+        as open but that does not answer a ``probe`` (a restarted kernel's
+        old socket, not yet seen to close): it is hung up. A live connection
+        of the same identity (a second notebook of the same user) answers and
+        keeps its name.
         """
         svc = self.service
         key = name_key(name or peer_id)
@@ -281,6 +289,20 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 announced = svc.expire(other)
                 if announced is not None:
                     await announced
+                continue
+            old_sid = svc.rooms.get(room, {}).get(other)
+            old = svc.peers.get(old_sid) if old_sid is not None else None
+            if (
+                old_sid is not None
+                and old is not None
+                and old.identity == identity
+                and not await self._still_alive(old_sid, other, notify=False)
+            ):
+                if svc.peers.get(old_sid) is old and old.peer_id == other:
+                    await svc.remove(old_sid, "disconnected")
+                    with contextlib.suppress(socketio.exceptions.SocketIOError):
+                        await svc.sio.disconnect(old_sid)
+                    log.info("%s: connection %s did not answer; its name is free", other, old_sid)
                 continue
             raise RequestRejected(
                 "name_taken", f"another member of {room!r} already uses this name"
@@ -407,29 +429,45 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self._check_name_free(room, name, peer_id, peer.identity)
         return await self._enter(sid, peer, room, peer_id, name, caps, resumed=True)
 
-    async def _still_alive(self, old_sid: str, peer_id: str) -> bool:
+    async def _still_alive(self, old_sid: str, peer_id: str, *, notify: bool = True) -> bool:
         """Ask the connection that holds ``peer_id`` whether it is there.
 
         Any Socket.IO client acknowledges an event it has no handler for, so
-        every client answers ``probe`` without knowing about it. One that
-        answers also hears ``resume_attempt``: someone holding its secret and
-        its credentials tried to take its id.
+        every client answers ``probe`` without knowing about it. The answer
+        is awaited for ``resume_probe_timeout`` at most: a connection that
+        closes meanwhile (often the probe's own write shows it dead) ends
+        the wait at once. With ``notify``, one that answers also hears
+        ``resume_attempt``: someone holding its secret and its credentials
+        tried to take its id.
         """
-        timeout = self.service.limits.resume_probe_timeout
+        svc = self.service
+        timeout = svc.limits.resume_probe_timeout
         # emit + callback, not call(): python-socketio forbids call() without
         # async handlers (a handler waiting on its own client's ack would hang;
         # this one waits on another connection's).
-        answered = asyncio.get_running_loop().create_future()
+        answered: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
         def ack(*args: Any) -> None:
             if not answered.done():
                 answered.set_result(True)
 
+        if old_sid not in svc.peers:
+            return False
+        svc.hangups.setdefault(old_sid, set()).add(answered)
         try:
-            await self.service.sio.emit("probe", {"peer_id": peer_id}, to=old_sid, callback=ack)
-            await asyncio.wait_for(answered, timeout)
+            await svc.sio.emit("probe", {"peer_id": peer_id}, to=old_sid, callback=ack)
+            if not await asyncio.wait_for(answered, timeout):
+                return False  # it closed
         except (TimeoutError, socketio.exceptions.SocketIOError):
             return False
+        finally:
+            waiting = svc.hangups.get(old_sid)
+            if waiting is not None:
+                waiting.discard(answered)
+                if not waiting:
+                    del svc.hangups[old_sid]
+        if not notify:
+            return True
         with contextlib.suppress(socketio.exceptions.SocketIOError):
             await self.emit(
                 "resume_attempt", {"peer_id": peer_id, "outcome": "refused"}, to=old_sid
@@ -652,6 +690,12 @@ class SignalingService:
         self._pending: set[asyncio.Future[Any]] = set()
         self.sessions = SessionEnds(self, self.invites.now)
         """Ends sessions whose invite expires or is revoked (timers and request checks)."""
+        self.hangups: dict[str, set[asyncio.Future[bool]]] = {}
+        """sid → probes waiting for its answer (:meth:`SignalingNamespace._still_alive`):
+        settled False when it disconnects."""
+        self.closing = False
+        """Shutting down (:meth:`shutdown`): connections that close keep no
+        slot and nobody is told of them."""
 
     def resume_secret(self, room: str, peer_id: str, identity: Identity) -> str:
         """The secret that lets ``identity`` (and no one else) take ``peer_id`` back in ``room``."""
@@ -693,6 +737,7 @@ class SignalingService:
             or peer.peer_id is None
             or grace <= 0
             or not peer.resumable
+            or self.closing
         ):
             await self.remove(sid, "disconnected")
             return
@@ -750,6 +795,42 @@ class SignalingService:
                 slot.expiry.cancel()
         self.away.clear()
 
+    async def shutdown(self, reason: str = "the signaling server is shutting down") -> int:
+        """Stop serving at once: every client hears ``server_shutdown``, then its
+        transport is closed (an engine.io close, not a namespace disconnect,
+        so Socket.IO clients reconnect by themselves, to whatever listens next).
+
+        Without it a web server's shutdown waits for each WebSocket to end on
+        its own (engine.io pings: ~45 s) while the old process goes on serving
+        its members and a restarted one already has the port: the room splits.
+        Nobody hears ``peer_left`` meanwhile: everyone leaves at once, and a
+        restarted server is told again who is in which room. Returns the
+        number of connections closed."""
+        self.closing = True
+        count = len(self.sio.eio.sockets)
+        if count:
+            for sid in list(self.peers):  # ours only (a shared client manager has others)
+                with contextlib.suppress(socketio.exceptions.SocketIOError):
+                    await self.sio.emit("server_shutdown", {"reason": reason}, to=sid)
+            eio = self.sio.eio
+            # Not eio.disconnect(): it waits for each socket's send queue to
+            # drain, for ever for one whose transport is already gone (a
+            # refused client). The close packet is queued; the web server's
+            # shutdown then waits (bounded) for the transports to end.
+            for sock in list(eio.sockets.values()):
+                with contextlib.suppress(Exception):
+                    await sock.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+                    # None ends the socket's writer once the close packet is
+                    # out: it closes the WebSocket (browsers ignore the packet)
+                    sock.queue.put_nowait(None)
+            eio.sockets = {}
+        self.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.sio.shutdown()
+        log.info("shut down: %d connection(s) closed", count)
+        return count
+
     async def remove(self, sid: str, reason: str) -> None:
         """Take a connection out of its room and tell the others."""
         peer = self.peers.get(sid)
@@ -762,6 +843,8 @@ class SignalingService:
         peer.room = None
         peer.peer_id = None
         await self.sio.leave_room(sid, room)
+        if self.closing:
+            return  # everyone is being disconnected: nobody to tell
         await self.sio.emit("peer_left", {"peer_id": peer_id, "reason": reason}, room=room)
         log.info("%s left %s (%s)", peer_id, room, reason)
 

@@ -1,8 +1,13 @@
-"""The resume key kept in a file, for operators who want ids to survive a restart.
+"""The resume key kept in a file, so peers keep their ids across a restart.
 
-Off by default: a fresh random key per process is the safe choice (a restart
-then gives everyone new ids). The file holds the only secret that can mint
-resume secrets, so it is created owner-only and refused when others can read it.
+``p2p-nb-signal`` keeps its key by default in an owner-only file of the
+user's state folder (:func:`default_key_path`: one per port, so two servers on
+one machine never accept each other's resume secrets or invites); a restart on
+the same port and token then resumes every peer under its old id and no link
+is rebuilt. ``--no-resume-key-file`` opts out (a fresh random key per process:
+a restart gives everyone new ids). The file holds the only secret that can mint
+resume secrets and invites, so it is created owner-only (in a folder only its
+owner can enter) and refused when others can read it.
 """
 
 from __future__ import annotations
@@ -12,19 +17,45 @@ import secrets
 import stat
 from pathlib import Path
 
+STATE_DIR_NAME = "p2p-nb"
+
 
 class KeyFileError(Exception):
     """The resume key file cannot be used (unsafe permissions, unreadable, garbled)."""
 
 
+def state_dir() -> Path:
+    """Where p2p-nb keeps state that outlives a process: ``$XDG_STATE_HOME/p2p-nb``
+    (default ``~/.local/state/p2p-nb``), as the XDG base directory spec says."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / STATE_DIR_NAME
+
+
+def default_key_path(port: int, folder: str | os.PathLike[str] | None = None) -> Path:
+    """The resume key file of the server on ``port`` (in ``folder``, default :func:`state_dir`)."""
+    return Path(folder if folder is not None else state_dir()) / f"resume-{port}.key"
+
+
+def _make_private_dir(folder: Path) -> None:
+    """Create ``folder`` (mode 0700) and its parents, if missing."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(f"cannot create the folder {folder}: {exc.strerror}") from None
+
+
 def load_or_create_resume_key(path: str | os.PathLike[str]) -> bytes:
     """Read the key at ``path``, or create it (mode 0600, never following a link)."""
     path = Path(path)
+    _make_private_dir(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError:
         pass
+    except OSError as exc:
+        raise KeyFileError(f"cannot create the resume key file {path}: {exc.strerror}") from None
     else:
         key = secrets.token_hex(32)
         with os.fdopen(fd, "w") as out:

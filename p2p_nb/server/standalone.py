@@ -103,9 +103,17 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
         response.headers.setdefault(key, value)
 
 
+SHUTDOWN_TIMEOUT = 2.0
+"""Seconds a stopping server waits for requests still running once every
+Socket.IO client was told and disconnected (aiohttp's default is 60)."""
+
+
 def make_runner(app: web.Application) -> web.AppRunner:
-    """The ``AppRunner`` to serve :func:`create_app`'s application with (redacted access log)."""
-    return web.AppRunner(app, access_log_class=RedactingAccessLogger)
+    """The ``AppRunner`` to serve :func:`create_app`'s application with
+    (redacted access log, a short shutdown: see :meth:`SignalingService.shutdown`)."""
+    return web.AppRunner(
+        app, access_log_class=RedactingAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
 
 
 def create_app(
@@ -119,6 +127,7 @@ def create_app(
     turn: TurnServer | None = None,
     public_url: str | None = None,
     remote_servers: list[str] | None = None,
+    keep_invites: bool = True,
 ) -> tuple[web.Application, SignalingService]:
     """Build the aiohttp application; run it with :func:`make_runner`.
 
@@ -131,7 +140,11 @@ def create_app(
     name (default: the URL each client connected to). ``remote_servers``:
     other signaling services the web client served here may connect to, for
     invite links to them opened here (``server=`` in the fragment): a guest
-    who trusts this server keeps the room secret from those operators.
+    who trusts this server keeps the room secret from those operators. ``keep_invites``:
+    invites are signed with a key derived from the resume key, so they
+    outlive a restart when it does; False gives them a random key per start
+    (what ``p2p-nb-signal`` does with its default key file: revocations live
+    in memory only, so a kept invite key would bring revoked invites back).
     """
     remotes = [check_remote_server(url) for url in remote_servers or []]
     if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
@@ -147,13 +160,19 @@ def create_app(
         resume_key=resume_key,
         turn=turn,
         public_url=public_url,
+        invites=None if keep_invites else InviteBook(),
     )
     service.authenticate = token_authenticator(token, service.invites)
     app = web.Application()
 
+    async def shutdown(app: web.Application) -> None:
+        # after the port is closed, before aiohttp waits for open connections
+        await service.shutdown()
+
     async def cleanup(app: web.Application) -> None:
         service.close()
 
+    app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)
     app.on_response_prepare.append(add_security_headers)
     service.sio.attach(app, socketio_path=SOCKETIO_PATH)

@@ -38,6 +38,7 @@ const SESSION_ENDED = Object.freeze({
   expired: "your invite expired",
   ended: "the signaling server ended the session",
 });
+const OWED_TIMEOUT = 60000; // ms the messages owed to peers of our previous id wait for them
 
 /** A refusal from the signaling server: `code` as in docs/protocol.md. */
 export class SignalingError extends Error {
@@ -81,6 +82,8 @@ export class P2PClient extends EventTarget {
     };
     this.pinger = null;
     this.rejoined = 0;
+    this.owed = new Map(); // certificate fingerprint → what our previous id's link owed that peer
+    this.owedTimer = null;
   }
 
   emitEvent(type, detail = {}) {
@@ -117,6 +120,9 @@ export class P2PClient extends EventTarget {
     socket.on("error", (e) => this.log(`${e?.event} refused: ${e?.code}: ${e?.message}`));
     socket.on("probe", (_data, ack) => ack?.({ ok: true }));
     socket.on("session_ended", (e) => this.ended(e));
+    // The server is stopping; it closes our transport next and Socket.IO
+    // reconnects (to the restarted server) by itself.
+    socket.on("server_shutdown", () => this.log("the signaling server is shutting down; reconnecting"));
     socket.on("resume_attempt", () => this.reportError(null, new Error("someone with your credentials tried to take your place in the room")));
     socket.on("disconnect", (reason) => {
       if (!this.closing) this.emitEvent("status", { state: "disconnected", reason });
@@ -162,6 +168,11 @@ export class P2PClient extends EventTarget {
       this.certificate = await RTCPeerConnection.generateCertificate({ name: "ECDSA", namedCurve: "P-256" });
     }
     this.roomKey = secret ? await RoomKey.derive(room, secret) : null;
+    await this.enter(room, name);
+  }
+
+  /** Into `room` under a new peer id (the first join, or a rejoin afresh). */
+  async enter(room, name) {
     this.held = [];
     try {
       const pseudonym = `member-${randomHex(4)}`;
@@ -186,6 +197,7 @@ export class P2PClient extends EventTarget {
       this.held = null;
       for (const fn of held) fn();
     }
+    clearInterval(this.pinger);
     this.pinger = setInterval(() => {
       const now = performance.now();
       for (const link of this.links.values()) link.tick(now);
@@ -214,8 +226,61 @@ export class P2PClient extends EventTarget {
       this.rejoined += 1;
       this.emitEvent("status", { state: "joined" });
     } catch (exc) {
+      if (exc.code === "invalid_resume" && !this.closing) {
+        await this.rejoinAfresh();
+        return;
+      }
       this.reportError(null, new SignalingError(exc.code, `could not rejoin the room: ${exc.message}; leave and join again`));
     }
+  }
+
+  /** The server no longer knows our id (it restarted with another resume
+   * key): as the Python client does, close every link and join again under a
+   * new id; the others do the same and the links are made again. */
+  async rejoinAfresh() {
+    this.log("resume refused (the signaling server restarted?): joining again under a new id");
+    const room = this.room;
+    await Promise.all([...this.links.values()].map((l) => l.settle().catch(() => {})));
+    for (const link of this.links.values()) {
+      // chat not acknowledged goes again to the same person (by certificate,
+      // never by name) once a link to its new id opens
+      if (link.remoteFingerprint !== null) {
+        const earlier = this.owed.get(link.remoteFingerprint)?.frames ?? [];
+        this.owed.set(link.remoteFingerprint, {
+          name: link.name, lastSeqIn: link.lastSeqIn, frames: [...earlier, ...link.unacked],
+        });
+      }
+      link.close();
+    }
+    this.links.clear();
+    clearTimeout(this.owedTimer);
+    this.owedTimer = setTimeout(() => this.giveUpOwed(), OWED_TIMEOUT);
+    for (const t of this.transfers.values()) {
+      if (!t.finished) this.fail(t, "cancelled", "the room was joined again under a new id", false);
+    }
+    this.emitEvent("peers");
+    try {
+      await this.enter(room, this.name);
+      this.rejoined += 1;
+    } catch (exc) {
+      this.reportError(null, new SignalingError(exc.code, `could not rejoin the room: ${exc.message}; leave and join again`));
+    }
+  }
+
+  claimOwed(fingerprint) {
+    const owed = this.owed.get(fingerprint);
+    this.owed.delete(fingerprint);
+    return owed;
+  }
+
+  /** Peers not back under a new id in time: their messages may be lost. */
+  giveUpOwed() {
+    for (const owed of this.owed.values()) {
+      if (owed.frames.length) {
+        this.reportError(null, new Error(`${owed.frames.length} messages to ${owed.name} may not have arrived (not back after the server restart)`));
+      }
+    }
+    this.owed.clear();
   }
 
   /** A peer's name and capabilities, opened from its sealed profile in a room
@@ -405,6 +470,7 @@ export class P2PClient extends EventTarget {
         this.reportError(link.peerId, exc);
       }
     }
+    if (to === null) for (const owed of this.owed.values()) owed.frames.push([seq, wire]); // not back yet
     this.remember({ ...msg, sender: this.peerId, senderName: this.name, own: true });
   }
 
@@ -792,6 +858,7 @@ export class P2PClient extends EventTarget {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.pinger);
+    clearTimeout(this.owedTimer);
     await Promise.all([...this.links.values()].map((l) => l.settle().catch(() => {})));
     if (this.socket?.connected && this.room !== null) {
       try {

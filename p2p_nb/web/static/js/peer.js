@@ -77,6 +77,7 @@ export class PeerLink {
     this.outbox = [];
     this.unacked = [];
     this.lastSeqIn = 0;
+    this.remoteFingerprint = null; // the peer's certificate: who it is under a new id
     this.ackDue = null;
     this.ackTimer = null;
     this.timers = new Set();
@@ -254,6 +255,12 @@ export class PeerLink {
         this.channel.send(encode("safety-reveal", { nonce }));
       }
       this.codeSettled(replaced);
+    }
+    const remote = this.pc?.remoteDescription?.sdp;
+    const fingerprint = this.transport === "direct" && remote ? sdpFingerprint(remote) : null;
+    if (fingerprint !== null) {
+      this.remoteFingerprint = fingerprint;
+      this.resendOwed(this.client.claimOwed(fingerprint));
     }
     this.ready = true;
     const queued = new Set(this.outbox);
@@ -616,6 +623,22 @@ export class PeerLink {
   // ------------------------------------------------------------- sending
   isOpen() {
     return this.ready && this.channel !== null && this.channel.readyState === "open";
+  }
+
+  /** What our link to the same person (the same certificate) under our
+   * previous id never had acknowledged goes first, kept until this peer
+   * acknowledges it; what it had then sent us is not shown twice. */
+  resendOwed(owed) {
+    if (!owed) return;
+    this.lastSeqIn = Math.max(this.lastSeqIn, owed.lastSeqIn);
+    const have = new Set(this.unacked.map(([seq]) => seq));
+    const frames = owed.frames.filter(([seq]) => !have.has(seq)).map(([seq, frame]) => {
+      const msg = JSON.parse(frame);
+      return [seq, msg.type === "chat" && msg.to ? JSON.stringify({ ...msg, to: this.peerId }) : frame];
+    });
+    this.unacked = [...frames, ...this.unacked];
+    this.outbox = [...frames.map(([, frame]) => frame), ...this.outbox];
+    this.client.log(`${frames.length} messages owed to ${owed.name} go again`);
   }
 
   /** Send now, or queue while the link is opening; chat (with `seq`) is kept until acknowledged. */
