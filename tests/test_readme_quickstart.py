@@ -267,7 +267,7 @@ async def test_the_standalone_quick_start_serves_the_page_and_peers_meet(
             await box.press("Enter")
             message = (await messages.get(timeout=TIMEOUT)).data
             assert (message.sender_name, message.text) == ("ana", "hello from the quick start")
-            await expect(page.get_by_text("ben").first).to_be_visible()
+            await expect(page.locator("#peers .peer-name", has_text="ben")).to_be_visible()
             await context.close()
         finally:
             await ben.disconnect()
