@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 from playwright.async_api import Browser, Download, Locator, Page, expect
 
@@ -622,12 +623,14 @@ async def patient_server() -> AsyncIterator[RunningServer]:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("cat_offers", [True, False], ids=["newcomer-offers", "newcomer-answers"])
 async def test_a_peer_in_its_grace_period_shows_as_away(
-    patient_server: RunningServer, users: Users
+    patient_server: RunningServer, users: Users, cat_offers: bool
 ) -> None:
     """bob's tab crashes (no goodbye): the server keeps his slot for its grace
-    period. cat, arriving then, sees bob away, without an error; when the
-    slot ends, bob leaves."""
+    period. cat, arriving then, sees bob away, without an error, whichever
+    of them offers: an offerer is told "reconnecting", an answerer learns it
+    from the join reply (``"away": true``), since it never signals bob."""
     server = patient_server
     bob_context = await users.browser.new_context()
     await bob_context.grant_permissions(["camera", "microphone"])
@@ -636,16 +639,19 @@ async def test_a_peer_in_its_grace_period_shows_as_away(
     await join(bob, "bob")
     bob_id = await bob.evaluate("window.p2pClient().peerId")
     await bob_context.close()  # the tab is gone, its socket cut
+    with anyio.fail_after(TIMEOUT):  # the server has seen the socket close
+        while bob_id not in server.service.away:
+            await anyio.sleep(0.05)
     cat = await users.open(f"{server.url}?token={server.token}")
-    # cat offers (the smaller id offers): join until cat has it, as a user may rejoin
+    # the smaller id offers: join until cat has the wanted one, as a user may rejoin
     for _ in range(30):
         await join(cat, "cat")
-        if await cat.evaluate("window.p2pClient().peerId") < bob_id:
+        if (await cat.evaluate("window.p2pClient().peerId") < bob_id) == cat_offers:
             break
         await cat.get_by_role("button", name="Leave").click()
         await cat.get_by_role("button", name="Join again").click()
     else:
-        pytest.fail("no smaller peer id in 30 joins")
+        pytest.fail("no peer id on the wanted side of bob's in 30 joins")
     await expect(peer_row(cat, "bob").locator(".peer-state")).to_have_text("away")
     await expect(cat.locator("#errors li")).to_have_count(0)
 

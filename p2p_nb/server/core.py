@@ -724,7 +724,8 @@ class SignalingService:
             return self.peers[sid].public()
         slot = self.away.get(peer_id)
         if slot is not None:
-            return slot.record.public()
+            # in its grace period: a newcomer shows it as away, not as a link in error
+            return {**slot.record.public(), "away": True}
         return {"peer_id": peer_id, "name": peer_id, "capabilities": {}}
 
     async def step_away(self, sid: str) -> None:

@@ -360,6 +360,8 @@ export class P2PClient extends EventTarget {
     const link = new PeerLink(this, peer.peer_id, String(peer.name ?? peer.peer_id).slice(0, 64), normaliseCapabilities({}));
     link.profileKnown = false;
     link.presence = initial || peer.resumed === true ? "here" : "pending";
+    // in its grace period (the join reply says so): away until its link opens or it leaves
+    if (initial && peer.away === true) link.away = true;
     this.links.set(peer.peer_id, link);
     link.start();
     this.applyProfile(link, await this.unseal(peer));
