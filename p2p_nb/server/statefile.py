@@ -180,8 +180,7 @@ class RevocationLog:
         for number, line in enumerate(lines[1:], start=2):
             if len(line) > MAX_LINE_CHARS:
                 raise StateFileError(
-                    f"the revoked-invite file {self.path} is garbled at line {number} "
-                    "(too long)"
+                    f"the revoked-invite file {self.path} is garbled at line {number} (too long)"
                 )
             yield _parse(line, self.path, number)
 
@@ -251,4 +250,3 @@ class RevocationLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
