@@ -148,8 +148,9 @@ async def start_failure(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ("{not json\n", 0o600, "not a p2p-nb revoked-invite file"),
         (header() + '{"i": "x"}\n', 0o600, "garbled at line 2"),
         (header(), 0o644, "accessible to other users"),
+        ("", 0o600, "is empty"),
     ],
-    ids=["not-a-revocations-file", "garbled-entry", "readable-by-others"],
+    ids=["not-a-revocations-file", "garbled-entry", "readable-by-others", "empty"],
 )
 async def test_an_untrustworthy_file_stops_the_server_at_start(
     content: str, mode: int, reason: str, tmp_path: Path

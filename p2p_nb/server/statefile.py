@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -82,6 +83,7 @@ def _parse(line: str, path: Path, number: int) -> Entry:
         or not _HEX16.fullmatch(body["b"])
         or isinstance(body["e"], bool)
         or not isinstance(body["e"], int | float)
+        or not math.isfinite(body["e"])
     ):
         raise StateFileError(
             f"the revoked-invite file {path} is garbled at line {number}; "
@@ -161,8 +163,11 @@ class RevocationLog:
                 self.path,
             )
         lines.pop()  # "" after the last newline, or the torn line
-        if not lines:
-            return  # empty, or only a torn header: nothing was ever acknowledged
+        if not lines:  # the header is written atomically with the file: never torn
+            raise StateFileError(
+                f"the revoked-invite file {self.path} is empty (truncated?); "
+                "fix or remove it (removing it readmits every revoked invite that has not expired)"
+            )
         try:
             header = json.loads(lines[0])
         except ValueError:
