@@ -300,3 +300,14 @@ def test_a_jupyter_server_with_a_key_file_keeps_revocations_beside_it(tmp_path: 
     assert plain.service is not None
     assert not plain.service.invites.persistent
     plain.service.close()
+
+
+def test_a_revoke_that_cannot_be_recorded_is_refused(tmp_path: Path) -> None:
+    """When the file cannot take the entry the revoke fails, saying so, and the
+    invite is not revoked (nobody is told it is when the disk does not say so)."""
+    books = persistent_invites(b"k" * 32, tmp_path / "resume-1.key")
+    token, _ = books.mint("r", ISSUER, 600)
+    books.close()  # stands for a disk that refuses the write
+    with pytest.raises(AuthRefused, match="could not record"):
+        books.revoke(token, ISSUER)
+    books.check(token)
