@@ -20,7 +20,7 @@ import pytest
 from playwright.async_api import expect
 
 from p2p_nb.app import P2PApp
-from p2p_nb.errors import AuthError, NameRefused
+from p2p_nb.errors import NameRefused
 
 from .browser import TIMEOUT
 from .conftest import TOKEN, ServerProcess, peer_process, spawn_signal_server, stop_process
@@ -244,30 +244,6 @@ async def test_the_same_identity_takes_its_name_back_from_a_dead_connection() ->
                 await watcher.disconnect()
                 if again is not None:
                     await again.disconnect()
-
-
-async def test_the_default_key_file_keeps_ids_but_no_revoked_invite(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The default resume key file makes ids survive a restart, but not
-    invites: revocations are kept in memory only, so an invite revoked before
-    the restart must not work after it (invites end at a restart, as before)."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    port = str(free_port())
-    async with servers() as started:
-        started.append(await spawn_signal_server("--port", port))
-        url = started[0].url
-        host = await P2PApp.connect(url, TOKEN, thread=False)
-        try:
-            await host.join_room("room1", name="host")
-            link = await host.create_invite(ttl=600)
-            await host.revoke_invite(link)
-            await stop_process(started[0].process)
-            started.append(await spawn_signal_server("--port", port))
-            with pytest.raises(AuthError):
-                await P2PApp.connect(invite=link, thread=False)
-        finally:
-            await host.disconnect()
 
 
 HOLD_REJOIN = """() => {

@@ -17,6 +17,7 @@ from traitlets import Dict, Int, List, TraitError, Type, Unicode, validate
 from ..errors import InviteError
 from ..invite import check_server_url
 from ..server.core import SignalingService
+from ..server.invites import persistent_invites
 from ..server.keyfile import load_or_create_resume_key
 from ..server.limits import ServerLimits
 from ..turn import TurnServer
@@ -95,8 +96,10 @@ class P2PExtensionApp(ExtensionApp):
     resume_key_file = Unicode(
         "",
         help="File holding the key that signs resume secrets (created with mode 0600 "
-        "if missing), so peers keep their ids across a restart of this server. "
-        "Empty (the default): a random key per start.",
+        "if missing), so peers keep their ids across a restart of this server; "
+        "invites then outlive a restart too, and the revoked ones are kept beside "
+        "it (<name>.revoked.json, mode 0600) so they stay out. "
+        "Empty (the default): a random key per start, nothing kept.",
     ).tag(config=True)
 
     public_url = Unicode(
@@ -122,6 +125,9 @@ class P2PExtensionApp(ExtensionApp):
         limits = dataclasses.replace(ServerLimits(), max_peers_per_room=self.max_peers_per_room)
         manager_class = self.client_manager_class
         manager = manager_class(**self.client_manager_kwargs) if manager_class else None
+        resume_key = (
+            load_or_create_resume_key(self.resume_key_file) if self.resume_key_file else None
+        )
         self.service = SignalingService(
             async_mode="tornado",
             authenticate=jupyter_user,
@@ -129,8 +135,9 @@ class P2PExtensionApp(ExtensionApp):
             client_manager=manager,
             # [] switches engine.io's own origin check off: Jupyter's decides.
             cors_allowed_origins=[],
-            resume_key=load_or_create_resume_key(self.resume_key_file)
-            if self.resume_key_file
+            resume_key=resume_key,
+            invites=persistent_invites(resume_key, self.resume_key_file)
+            if resume_key is not None
             else None,
             turn=TurnServer(tuple(self.turn_urls), self.turn_secret, self.turn_ttl)
             if self.turn_urls

@@ -76,16 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume-key-file",
         default=None,
         metavar="PATH",
-        help="keep the resume key in this file (created with mode 0600 if missing) so "
-        "peers keep their ids across restarts (default: "
-        "$XDG_STATE_HOME/p2p-nb/resume-PORT.key, ~/.local/state/p2p-nb/... without it; "
-        "with --port 0, a random key per run)",
+        help="keep the resume key in this file (created with mode 0600 if missing), and "
+        "the revoked invites beside it, so peers keep their ids and invites work (and "
+        "revoked ones stay out) across restarts (default: "
+        "$XDG_STATE_HOME/p2p-nb/resume-PORT.key and revoked-PORT.json, "
+        "~/.local/state/p2p-nb/... without it; with --port 0, nothing is kept)",
     )
     keys.add_argument(
         "--no-resume-key-file",
         action="store_true",
-        help="a random resume key per run: a restart gives every peer a new id "
-        "(their links are rebuilt; chat not yet confirmed is sent again)",
+        help="keep nothing on disk: a random resume key per run, so a restart gives "
+        "every peer a new id (their links are rebuilt; chat not yet confirmed is sent "
+        "again) and ends every invite",
     )
     p.add_argument(
         "--no-relay",
@@ -153,11 +155,6 @@ async def serve(args: argparse.Namespace, turn: TurnServer | None) -> None:
             cors_allowed_origins=args.cors_origin,
             resume_key=args.resume_key.encode() if args.resume_key else None,
             resume_key_file=resume_key_file(args),
-            # invites outlive a restart only where the operator chose the key:
-            # revocations are not kept, a default key would revive revoked ones
-            keep_invites=bool(
-                args.resume_key or os.environ.get("P2P_NB_RESUME_KEY") or args.resume_key_file
-            ),
             turn=turn,
             public_url=args.public_url,
             remote_servers=args.remote_server,

@@ -29,7 +29,7 @@ from ..invite import check_server_url
 from ..names import NameProblem, clean_name, name_key
 from ..turn import TurnServer
 from .auth import AuthRefused, Identity
-from .invites import DEFAULT_TTL, InviteBook
+from .invites import DEFAULT_TTL, InviteBook, invite_key
 from .limits import ROOM_NAME_RE, ServerLimits
 from .sessions import REASONS, SessionEnds, end_session
 
@@ -659,9 +659,7 @@ class SignalingService:
         """Signs resume secrets: random unless the operator keeps one (a key file)
         so that peers keep their ids across a restart. Never derived from a token
         clients hold: they could compute every peer's secret."""
-        self.invites = invites or InviteBook(
-            hmac.new(self.resume_key, b"p2p-nb invite key", hashlib.sha256).digest()
-        )
+        self.invites = invites or InviteBook(invite_key(self.resume_key))
         """Mints and checks invite tokens; its key follows the resume key, so
         invites outlive a restart exactly when resumes do."""
         self.peers: dict[str, PeerRecord] = {}
@@ -791,6 +789,7 @@ class SignalingService:
     def close(self) -> None:
         """Forget away slots and stop the session timers (on shutdown)."""
         self.sessions.close()
+        self.invites.close()
         for slot in self.away.values():
             if slot.expiry is not None:
                 slot.expiry.cancel()

@@ -18,7 +18,10 @@ The revocation list holds each revoked id until its invite would have expired
 anyway. It is bounded per issuer (:data:`MAX_REVOKED_PER_ISSUER`), so one
 credential minting and revoking in a loop fills only its own share, and in
 all (:data:`MAX_REVOKED`); entries leave in expiry order from a heap, so a
-revoke costs O(log n), never a pass over the whole list.
+revoke costs O(log n), never a pass over the whole list. With a
+:class:`~.statefile.RevocationLog` the list is also kept in a file (loaded at
+start, each revoke appended before it is acknowledged), so a server whose
+invite key outlives a restart does not readmit revoked guests after one.
 """
 
 from __future__ import annotations
@@ -29,12 +32,17 @@ import hashlib
 import heapq
 import hmac
 import json
+import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .auth import AuthRefused, Identity
+from .statefile import RevocationLog, StateFileError, revocations_path
+
+log = logging.getLogger(__name__)
 
 PREFIX = "inv1."
 LABEL = b"p2p-nb invite v1|"
@@ -55,6 +63,11 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def invite_key(resume_key: bytes) -> bytes:
+    """The invite signing key of a server whose resume key is ``resume_key``."""
+    return hmac.new(resume_key, b"p2p-nb invite key", hashlib.sha256).digest()
 
 
 def issuer_of(identity: Identity) -> str:
@@ -80,19 +93,45 @@ class InviteClaim:
 class InviteBook:
     """Mints and checks invite tokens; remembers revoked ones until they expire.
 
-    ``key``: the signing key (random per server start unless given: the
-    standalone server derives it from its resume key when it keeps one, so
-    invites survive a restart exactly when resumes do)."""
+    ``key``: the signing key (random per server start unless given: a server
+    derives it from its resume key, :func:`invite_key`, where it also keeps
+    ``revocations``, so invites survive a restart and revoked ones stay out).
+    ``revocations``: the file the revoked list is kept in; it is loaded here
+    (:class:`~.statefile.StateFileError` if it cannot be trusted)."""
 
-    def __init__(self, key: bytes | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+        revocations: RevocationLog | None = None,
+    ) -> None:
         self._key = key or secrets.token_bytes(32)
         self._clock = clock
+        self._log = revocations
         self._revoked: dict[str, float] = {}
         """invite id → its expiry, while it is revoked and not yet expired."""
         self._per_issuer: dict[str, int] = {}
         """issuer → how many of ``_revoked`` it revoked."""
         self._expiries: list[tuple[float, str, str]] = []
         """(expiry, id, issuer) of every entry of ``_revoked``: a heap, soonest first."""
+        if revocations is not None:
+            for expiry, invite_id, issuer in revocations.load(clock()):
+                self._add(expiry, invite_id, issuer)
+
+    @property
+    def persistent(self) -> bool:
+        """Whether revocations are kept in a file (they outlive this process)."""
+        return self._log is not None
+
+    def close(self) -> None:
+        """Close the revocations file, if any (the list stays in it)."""
+        if self._log is not None:
+            self._log.close()
+
+    def _add(self, expiry: float, invite_id: str, issuer: str) -> None:
+        self._revoked[invite_id] = expiry
+        self._per_issuer[issuer] = self._per_issuer.get(issuer, 0) + 1
+        heapq.heappush(self._expiries, (expiry, invite_id, issuer))
 
     def now(self) -> float:
         """The book's clock (UNIX seconds): expiries are compared with it."""
@@ -186,9 +225,21 @@ class InviteBook:
             raise AuthRefused(self._issuer_full())
         if len(self._revoked) >= MAX_REVOKED:
             raise AuthRefused("too many revoked invites on this server")
-        self._revoked[claim.id] = claim.expires
-        self._per_issuer[claim.issuer] = self._per_issuer.get(claim.issuer, 0) + 1
-        heapq.heappush(self._expiries, (claim.expires, claim.id, claim.issuer))
+        if self._log is not None:
+            try:  # on disk before anyone is told it is revoked
+                self._log.append((claim.expires, claim.id, claim.issuer))
+            except OSError as exc:
+                log.error("cannot record a revocation: %s", exc)
+                raise AuthRefused(
+                    "the server could not record the revocation (its state file): "
+                    "the invite is not revoked"
+                ) from None
+        self._add(claim.expires, claim.id, claim.issuer)
+        if self._log is not None and self._log.needs_compaction(len(self._revoked)):
+            try:  # amortised O(1) per revoke
+                self._log.compact(sorted(self._expiries))
+            except StateFileError as exc:  # the revoke is on disk: the old log goes on
+                log.error("%s", exc)
         return claim
 
     @staticmethod
@@ -197,6 +248,15 @@ class InviteBook:
             f"you have {MAX_REVOKED_PER_ISSUER} revoked invites that have not expired yet, "
             "the most one member may have: wait until some expire (or make shorter ones)"
         )
+
+
+def persistent_invites(resume_key: bytes, key_file: str | os.PathLike[str]) -> InviteBook:
+    """An invite book whose invites outlive a restart (signed with a key derived
+    from ``resume_key``) and whose revocations do too (kept beside ``key_file``).
+    Shared by both adapters; :class:`~.statefile.StateFileError` if that file
+    cannot be trusted."""
+    log_file = RevocationLog(revocations_path(key_file), MAX_REVOKED)
+    return InviteBook(invite_key(resume_key), revocations=log_file)
 
 
 def check_invite(book: InviteBook, token: str | None) -> tuple[int, dict[str, object]]:

@@ -37,7 +37,7 @@ def default_key_path(port: int, folder: str | os.PathLike[str] | None = None) ->
     return Path(folder if folder is not None else state_dir()) / f"resume-{port}.key"
 
 
-def _make_private_dir(folder: Path) -> None:
+def make_private_dir(folder: Path) -> None:
     """Create ``folder`` (mode 0700) and its parents, if missing."""
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def _make_private_dir(folder: Path) -> None:
 def load_or_create_resume_key(path: str | os.PathLike[str]) -> bytes:
     """Read the key at ``path``, or create it (mode 0600, never following a link)."""
     path = Path(path)
-    _make_private_dir(path.parent)
+    make_private_dir(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags, 0o600)

@@ -21,7 +21,7 @@ from ..web import JOIN_PATH, STATIC_DIR, STATIC_PATH, check_remote_server, rende
 from .auth import Authority, Credentials, Identity
 from .core import Authenticate, SignalingService
 from .headers import subresource_headers
-from .invites import InviteBook, check_invite
+from .invites import InviteBook, check_invite, persistent_invites
 from .keyfile import load_or_create_resume_key
 from .limits import ServerLimits
 
@@ -140,17 +140,26 @@ def create_app(
     name (default: the URL each client connected to). ``remote_servers``:
     other signaling services the web client served here may connect to, for
     invite links to them opened here (``server=`` in the fragment): a guest
-    who trusts this server keeps the room secret from those operators. ``keep_invites``:
-    invites are signed with a key derived from the resume key, so they
-    outlive a restart when it does; False gives them a random key per start
-    (what ``p2p-nb-signal`` does with its default key file: revocations live
-    in memory only, so a kept invite key would bring revoked invites back).
+    who trusts this server keeps the room secret from those operators.
+
+    Invites are signed with a key derived from the resume key and the revoked
+    list is kept beside ``resume_key_file``
+    (:func:`~.statefile.revocations_path`), so with a key file both outlive a
+    restart and a revoked invite stays out. Without a key file nothing is
+    kept: invites get a random key per start (they all end at a restart),
+    since a kept key with a revoked list in memory only would readmit revoked
+    guests. ``keep_invites=False`` gives them a random key even with a key file.
     """
     remotes = [check_remote_server(url) for url in remote_servers or []]
     if resume_key is None and os.environ.get("P2P_NB_RESUME_KEY"):
         resume_key = os.environ["P2P_NB_RESUME_KEY"].encode()
     if resume_key is None and resume_key_file is not None:
         resume_key = load_or_create_resume_key(resume_key_file)
+    invites = (
+        persistent_invites(resume_key, resume_key_file)
+        if keep_invites and resume_key is not None and resume_key_file is not None
+        else InviteBook()
+    )
     service = SignalingService(
         async_mode="aiohttp",
         authenticate=token_authenticator(token),
@@ -160,7 +169,7 @@ def create_app(
         resume_key=resume_key,
         turn=turn,
         public_url=public_url,
-        invites=None if keep_invites else InviteBook(),
+        invites=invites,
     )
     service.authenticate = token_authenticator(token, service.invites)
     app = web.Application()
