@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from p2p_nb._aiortc import srtt
 from p2p_nb._aiortc.delayed_sack import DelayedSack
 from p2p_nb._aiortc.loss_tolerant_window import LossTolerantWindow
 from p2p_nb._aiortc.quick_transmit import QuickTransmit
@@ -122,6 +123,8 @@ async def test_a_lost_last_message_comes_back_by_probe_not_by_the_t3_timer(
     assert await next_text(at_ana) == "warm too"
     sctp = sctp_of(ana, ben)
     assert sctp._srtt is not None
+    pc = ana._mesh.link(ben.peer_id or "").pc  # type: ignore[union-attr]
+    assert srtt(pc) == sctp._srtt  # what refresh_stats falls back to
     probe: TailLossProbe = sctp._p2p_nb_tail_loss_probe
     timeouts, probes = probe.timeouts, probe.probes
 
