@@ -60,7 +60,7 @@ VARIANTS = {
 COMPARE_SCTP = {"p2p_nb_probe_only": "probe", "p2p_nb_stock_sctp": "stock"}
 """Every variant a run may have; these two (p2p-nb with only its tail-loss
 probe, and with aiortc's SCTP as it is) only with ``--compare-sctp``: what
-each part of ``p2p_nb/ice.py``'s tuning is worth."""
+each part of ``p2p_nb/_aiortc/``'s SCTP tuning is worth."""
 
 
 @dataclass

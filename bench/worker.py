@@ -213,7 +213,7 @@ class Peer:
 
 # ---------------------------------------------------------------- p2p-nb
 SCTP_MODES = ("tuned", "probe", "window", "stock")
-"""What of p2p-nb's SCTP tuning (``p2p_nb/ice.py``) a p2p worker runs with."""
+"""What of p2p-nb's SCTP tuning (``p2p_nb/_aiortc/``) a p2p worker runs with."""
 
 
 class P2PPeer(Peer):

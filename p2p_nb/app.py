@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from aiortc import RTCIceServer
 
 from . import protocol
+from ._aiortc import StableCertificate
 from .capabilities import Capabilities
 from .discovery import discover_server
 from .errors import (
@@ -44,7 +45,6 @@ from .errors import (
 )
 from .events import Event, EventBus, EventStream, Handler
 from .files import safe_file_name
-from .ice import StableCertificate
 from .invite import Invite, format_invite, invite_server_url, parse_invite
 from .links import OPEN_STATES, ConnectionQuality, LinkStatus, MeshSettings
 from .memory import release_memory

@@ -52,20 +52,22 @@ class MeshSettings:
     """Bytes a relayed link buffers before senders wait (its ``bufferedAmount``)."""
     tail_loss_probe: bool = True
     """Send a lost last packet again after two round trips instead of SCTP's
-    1 s timer (``p2p_nb/ice.py``, :class:`~p2p_nb.ice.TailLossProbe`); off only
+    1 s timer (:class:`~p2p_nb._aiortc.tail_loss_probe.TailLossProbe`); off only
     to measure what it does (``python -m bench --network --compare-sctp``)."""
     loss_tolerant_window: bool = True
     """After a loss, keep SCTP's congestion window at the path's measured
-    capacity instead of halving it (Westwood+; :class:`~p2p_nb.ice.LossTolerantWindow`):
-    random loss (Wi-Fi) no longer caps throughput; off only to measure it."""
+    capacity instead of halving it (Westwood+;
+    :class:`~p2p_nb._aiortc.loss_tolerant_window.LossTolerantWindow`): random
+    loss (Wi-Fi) no longer caps throughput; off only to measure it."""
     quick_transmit: bool = True
     """Skip SCTP's walk through all data in flight on every transmit when
-    nothing waits for retransmission (:class:`~p2p_nb.ice.QuickTransmit`): the
-    same packets for less CPU; off only to measure it."""
+    nothing waits for retransmission
+    (:class:`~p2p_nb._aiortc.quick_transmit.QuickTransmit`): the same packets
+    for less CPU; off only to measure it."""
     delayed_sack: bool = True
     """Acknowledge every second packet of data instead of every one, as SCTP's
-    RFC allows (:class:`~p2p_nb.ice.DelayedSack`): half the acknowledgements
-    to build, send and process; off only to measure it."""
+    RFC allows (:class:`~p2p_nb._aiortc.delayed_sack.DelayedSack`): half the
+    acknowledgements to build, send and process; off only to measure it."""
 
 
 @dataclass

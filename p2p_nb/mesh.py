@@ -24,8 +24,8 @@ from typing import Any
 from aiortc import RTCIceServer
 
 from . import protocol
+from ._aiortc import StableCertificate
 from .errors import PeerUnavailable, TurnError
-from .ice import StableCertificate
 from .links import (
     ACTIVE_STATES,
     OPEN_STATES,

@@ -53,8 +53,9 @@ class Owed:
     restart) still owed its peer: the chat and application messages it never
     had confirmed, in order. They go again, first, to the link under the
     peer's new id that proves to be the same person: the same DTLS
-    certificate (see :class:`~p2p_nb.ice.StableCertificate`), never merely
-    the same name, which anyone may take once the server forgot the room."""
+    certificate (see :class:`~p2p_nb._aiortc.certificate.StableCertificate`),
+    never merely the same name, which anyone may take once the server forgot
+    the room."""
 
     peer_id: str
     """The peer's old id."""

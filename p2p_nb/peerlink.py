@@ -29,18 +29,16 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from . import protocol
-from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
-from .ice import (
-    DelayedSack,
-    LossTolerantWindow,
-    QuickTransmit,
-    TailLossProbe,
+from ._aiortc import (
     close_peer_connection,
     enlarge_socket_buffers,
+    install_sctp_hooks,
     route_type,
     sdp_fingerprint,
     set_local_description,
+    srtt,
 )
+from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError, SafetyCodeError
 from .links import ACTIVE_STATES, OPEN_STATES, ConnectionQuality, LinkStatus
 from .outgoing import Outgoing, Owed
 from .relay import RelayChannel
@@ -301,14 +299,7 @@ class PeerLink:
                 if owed is not None:
                     self.out.resend(owed)
             enlarge_socket_buffers(self.pc)
-            if self.mesh.settings.tail_loss_probe:
-                TailLossProbe.install(self.pc)
-            if self.mesh.settings.loss_tolerant_window:
-                LossTolerantWindow.install(self.pc)
-            if self.mesh.settings.quick_transmit:
-                QuickTransmit.install(self.pc)
-            if self.mesh.settings.delayed_sack:
-                DelayedSack.install(self.pc)
+            install_sctp_hooks(self.pc, self.mesh.settings)
         if self.initiator and self.transport == "direct":
             nonce, replaced = self.safety.reveal()
             if nonce is not None:
@@ -579,8 +570,7 @@ class PeerLink:
             if isinstance(rtt, int | float):
                 self.stats_rtt = float(rtt)
                 return
-        srtt = getattr(pc.sctp, "_srtt", None) if pc.sctp is not None else None
-        self.stats_rtt = float(srtt) if isinstance(srtt, int | float) else None
+        self.stats_rtt = srtt(pc)
 
     # ------------------------------------------------------------ signals
     async def run(self) -> None:

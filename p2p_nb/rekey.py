@@ -52,13 +52,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import protocol
+from ._aiortc import sdp_fingerprint
 from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError
-from .ice import sdp_fingerprint
 from .invite import new_room_secret
 from .roomkey import MAX_SECRET_CHARS, MIN_SECRET_CHARS, RoomKey, sdp_identity
 
 if TYPE_CHECKING:
-    from .ice import StableCertificate
+    from ._aiortc import StableCertificate
     from .mesh import Mesh
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ exchanges before it learns the nonce that decides the code on the other side:
 its chance of two matching codes is one in a million per attempt, with no
 way to try again unseen.
 
-Why a pin: with one certificate per app (``ice.StableCertificate``) a
+Why a pin: with one certificate per app (``_aiortc.StableCertificate``) a
 reconnect shows the same fingerprints, and DTLS proves the same two ends are
 back; the link keeps the code of the first exchange for that pair of
 fingerprints, so users compare once. The offerer names the exchange it kept

@@ -53,8 +53,9 @@ class TransferSettings:
     window; see :meth:`window_for`). Small on purpose: aiortc's SCTP sender
     rescanned everything in flight on every acknowledgement, so a long flight
     cost CPU, not speed gained (100 MB on loopback, uvloop: 32 MB/s with 8 MiB
-    in flight, 48 MB/s with 256 KiB). :class:`~p2p_nb.ice.QuickTransmit` now
-    skips that scan; a short flight still keeps queues (and chat behind a
+    in flight, 48 MB/s with 256 KiB).
+    :class:`~p2p_nb._aiortc.quick_transmit.QuickTransmit` now skips that
+    scan; a short flight still keeps queues (and chat behind a
     transfer) short on a fast path."""
     window_rate: int = 64 * 10**6
     """Bytes/s the window must allow at the link's round-trip time (above what

@@ -11,7 +11,7 @@ import os
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from p2p_nb.ice import set_local_description
+from p2p_nb._aiortc import set_local_description
 
 pytestmark = pytest.mark.anyio
 

@@ -14,9 +14,9 @@ import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from p2p_nb import protocol, safety
+from p2p_nb._aiortc import StableCertificate, sdp_fingerprint
 from p2p_nb.app import P2PApp
 from p2p_nb.errors import SafetyCodeError
-from p2p_nb.ice import StableCertificate, sdp_fingerprint
 
 from .conftest import MakePeer, RunningServer, joined, start_server
 from .test_mesh import wait_mesh

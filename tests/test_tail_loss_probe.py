@@ -1,4 +1,4 @@
-"""p2p-nb's SCTP tuning (``p2p_nb/ice.py``). The tail-loss probe: a lost last
+"""p2p-nb's SCTP tuning (``p2p_nb/_aiortc/``). The tail-loss probe: a lost last
 packet is sent again after about two round trips, not after SCTP's one-second
 T3 timer. The loss-tolerant window: a random loss on a path with a round trip
 leaves the congestion window at the path's measured capacity instead of
@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
+from p2p_nb._aiortc import srtt
+from p2p_nb._aiortc.delayed_sack import DelayedSack
+from p2p_nb._aiortc.loss_tolerant_window import LossTolerantWindow
+from p2p_nb._aiortc.quick_transmit import QuickTransmit
+from p2p_nb._aiortc.sockets import ice_connection
+from p2p_nb._aiortc.tail_loss_probe import TailLossProbe
 from p2p_nb.app import P2PApp
-from p2p_nb.ice import (
-    DelayedSack,
-    LossTolerantWindow,
-    QuickTransmit,
-    TailLossProbe,
-    _ice_connection,
-)
 from p2p_nb.links import MeshSettings
 
 from .conftest import MakePeer
@@ -50,7 +49,7 @@ def drop_next_datagram(app: P2PApp, other: P2PApp, min_size: int = 0) -> list[by
     ``min_size`` bytes) is lost (what a lossy path does to it); returns the
     list the dropped datagram lands in."""
     pc = app._mesh.link(other.peer_id or "").pc  # type: ignore[union-attr]
-    pair = _ice_connection(pc)._nominated[1]
+    pair = ice_connection(pc)._nominated[1]
     send: Callable[[bytes, tuple[str, int]], Awaitable[None]] = pair.protocol.send_data
     dropped: list[bytes] = []
 
@@ -68,7 +67,7 @@ def delay_datagrams(app: P2PApp, other: P2PApp, delay: float) -> None:
     """Every UDP datagram ``app`` sends to ``other`` from now on leaves
     ``delay`` seconds later, in order (a path with a round trip)."""
     pc = app._mesh.link(other.peer_id or "").pc  # type: ignore[union-attr]
-    pair = _ice_connection(pc)._nominated[1]
+    pair = ice_connection(pc)._nominated[1]
     send: Callable[[bytes, tuple[str, int]], Awaitable[None]] = pair.protocol.send_data
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Future[None]] = set()
@@ -105,7 +104,7 @@ async def test_the_installed_aiortc_has_every_internal_the_probe_hooks(
     ana, ben = await make_peer("ana"), await make_peer("ben")
     await wait_mesh([ana, ben])
     sctp = sctp_of(ana, ben)
-    assert TailLossProbe.missing(sctp) == [], "p2p_nb/ice.py must follow this aiortc"
+    assert TailLossProbe.missing(sctp) == [], "p2p_nb/_aiortc must follow this aiortc"
     assert isinstance(sctp._p2p_nb_tail_loss_probe, TailLossProbe)  # installed on open
     assert [n for n in LossTolerantWindow._NEEDS if not hasattr(sctp, n)] == []
     assert isinstance(sctp._p2p_nb_loss_window, LossTolerantWindow)
@@ -124,6 +123,8 @@ async def test_a_lost_last_message_comes_back_by_probe_not_by_the_t3_timer(
     assert await next_text(at_ana) == "warm too"
     sctp = sctp_of(ana, ben)
     assert sctp._srtt is not None
+    pc = ana._mesh.link(ben.peer_id or "").pc  # type: ignore[union-attr]
+    assert srtt(pc) == sctp._srtt  # what refresh_stats falls back to
     probe: TailLossProbe = sctp._p2p_nb_tail_loss_probe
     timeouts, probes = probe.timeouts, probe.probes
 
@@ -200,7 +201,7 @@ async def test_quick_transmit_skips_the_walk_until_a_loss_and_loses_nothing(
     ben = await make_peer("ben", download_dir=tmp_path / "b")
     await wait_mesh([ana, ben])
     sctp = sctp_of(ana, ben)
-    assert QuickTransmit.missing(sctp) == [], "p2p_nb/ice.py must follow this aiortc"
+    assert QuickTransmit.missing(sctp) == [], "p2p_nb/_aiortc must follow this aiortc"
     quick: QuickTransmit = sctp._p2p_nb_quick_transmit
 
     src = tmp_path / "payload.bin"
