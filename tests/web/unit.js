@@ -10,6 +10,7 @@ import * as transfer from "/p2p/web/js/transfer.js";
 import * as relay from "/p2p/web/js/relay.js";
 import * as credentials from "/p2p/web/js/credentials.js";
 import * as names from "/p2p/web/js/names.js";
+import * as rekey from "/p2p/web/js/rekey.js";
 
 const tests = [];
 const test = (name, fn) => tests.push([name, fn]);
@@ -315,6 +316,155 @@ test("relay: the vector of docs/protocol.md (X25519, HKDF, the first sealed fram
   const bin = await a.seal(new Uint8Array([1, 2, 3]));
   bin[bin.length - 1] ^= 1;
   await rejects(b.open(bin), relay.RelayAuthError, "tampered");
+});
+
+
+// --- rekey (docs/protocol.md, section 6, "Re-keying"; as tests/test_room_secret.py) --------
+
+const REKEY_SECRET = "x".repeat(43);
+const rk = (epoch, by, members, out = [], secret = REKEY_SECRET) => rekey.parseRekey(
+  { v: 1, type: "rekey", seq: 1, epoch, secret, by, members, out });
+
+test("rekey: every field is checked, malformed is a ProtocolError", () => {
+  const good = rk(1, "bbbb", { bbbb: "sha-256 aa", me: "" }, ["gus"]);
+  eq([good.epoch, good.by, [...good.members.keys()], good.out], [1, "bbbb", ["bbbb", "me"], ["gus"]]);
+  eq(JSON.parse(rekey.encodeRekey(good, 7)), {
+    v: 1, type: "rekey", seq: 7, epoch: 1, secret: REKEY_SECRET, by: "bbbb",
+    members: { bbbb: "sha-256 aa", me: "" }, out: ["gus"] });
+  const m = { bbbb: "", me: "" };
+  const bad = [
+    [0, "bbbb", m], [1.5, "bbbb", m], ["1", "bbbb", m], [2 ** 53, "bbbb", m],
+    [1, "bb bb", { "bb bb": "" }], [1, "cccc", m], [1, "bbbb", {}], [1, "bbbb", []],
+    [1, "bbbb", { bbbb: 5 }], [1, "bbbb", { bbbb: "x".repeat(257) }],
+    [1, "bbbb", m, ["me"]], [1, "bbbb", m, "gus"], [1, "bbbb", m, [3]],
+  ];
+  for (const [epoch, by, members, out] of bad) {
+    throws(() => rk(epoch, by, members, out ?? []), codec.ProtocolError, JSON.stringify([epoch, by, members, out]));
+  }
+  throws(() => rk(1, "bbbb", m, [], "short"), codec.ProtocolError, "short secret");
+  throws(() => rk(1, "bbbb", m, [], "\ud800".repeat(9)), codec.ProtocolError, "lone surrogate");
+  const many = Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`p${i}`, ""]));
+  throws(() => rk(1, "p0", many), codec.ProtocolError, "257 members");
+});
+
+test("rekey: the published vector of which epoch wins", () => {
+  const r = { epoch: 1, by: "bbbb" };
+  eq([rekey.supersedes(r, 0, ""), rekey.supersedes(r, 1, "cccc"), rekey.supersedes(r, 1, "aaaa"),
+    rekey.supersedes(r, 2, "cccc"), rekey.supersedes(r, 1, "bbbb")], [true, true, false, false, false]);
+});
+
+test("rekey: refused from or naming the excluded, twice for one epoch, or a lost race", () => {
+  const epochs = new rekey.RoomEpochs({ room: "team" }, "the join secret");
+  const first = rk(1, "bbbb", { bbbb: "", me: "" }, ["gus"]);
+  eq(epochs.refuses("bbbb", first), null);
+  epochs.adopt(first, { room: "team", tag: "new" }, "me");
+  eq([epochs.epoch, epochs.by, epochs.key.tag, [...epochs.banned]], [1, "bbbb", "new", ["gus"]]);
+  eq(epochs.refuses("bbbb", first), "duplicate");
+  eq(epochs.refuses("bbbb", rk(1, "bbbb", { bbbb: "", me: "" }, [], "y".repeat(43))), "a second secret for one epoch");
+  eq(epochs.refuses("gus", rk(2, "bbbb", { bbbb: "", me: "" })), "it comes from a peer an earlier re-key excluded");
+  eq(epochs.refuses("bbbb", rk(2, "gus", { gus: "", me: "" })), "it comes from a peer an earlier re-key excluded");
+  eq(epochs.refuses("bbbb", rk(2, "bbbb", { bbbb: "", me: "", gus: "" })),
+    "it names as a member a peer an earlier re-key excluded");
+  eq(epochs.refuses("cccc", rk(1, "cccc", { cccc: "", me: "" })), "epoch 1 (by bbbb) wins over it");
+  eq(epochs.refuses("aaaa", rk(1, "aaaa", { aaaa: "", me: "" })), null); // the smaller id wins the race
+  eq(epochs.refuses("cccc", rk(2, "cccc", { cccc: "", me: "" })), null);
+});
+
+test("rekey: at most 6 derivations a minute per link", () => {
+  const epochs = new rekey.RoomEpochs({ room: "team" }, "the join secret");
+  const allowed = Array.from({ length: 7 }, (_, i) => epochs.allowDerivation("bbbb", 100 + i));
+  eq(allowed, [true, true, true, true, true, true, false]);
+  eq(epochs.allowDerivation("cccc", 106), true, "another link");
+  eq(epochs.allowDerivation("bbbb", 159.5), false, "still within the minute");
+  eq(epochs.allowDerivation("bbbb", 160), true, "a minute after the first");
+});
+
+test("rekey: only a recorded certificate comes back with the previous key", async () => {
+  const old = await roomkey.RoomKey.derive("team", "correct horse battery staple");
+  const fresh = await roomkey.RoomKey.derive("team", REKEY_SECRET);
+  const epochs = new rekey.RoomEpochs(old, "correct horse battery staple");
+  const key = new rekey.EpochKey(epochs);
+  const fp = "sha-256 aa:bb";
+  const sdp = (f) => `v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:${f}\r\n`;
+  const signed = async (k, from, f, type = "offer") => {
+    const s = { type, sdp: sdp(f), attempt: "0".repeat(16) };
+    return { ...s, auth: await k.authenticate(from, "me", s) };
+  };
+  epochs.adopt(rk(1, "bbbb", { bbbb: "", ana: fp, cy: "", me: "" }, ["gus"]), fresh, "me", new Map([["cy", "sha-256 cc"]]));
+  eq(epochs.entitled.get("cy").fingerprint, "sha-256 cc", "our own link's record");
+  await key.check("bbbb", "me", await signed(fresh, "bbbb", "sha-256 dd")); // the new key: fine
+  eq(epochs.entitled.has("bbbb"), false, "bbbb showed the epoch");
+  // to ana, who may not have it: our descriptions carry the old key
+  const out = { type: "answer", sdp: sdp("sha-256 ee") };
+  eq(await key.authenticate("me", "ana", out), await old.authenticate("me", "ana", out));
+  eq(await key.authenticate("me", "bbbb", out), await fresh.authenticate("me", "bbbb", out));
+  await rejects(key.check("ana", "me", await signed(old, "ana", "sha-256 ff")), roomkey.RoomSecretError, "other cert");
+  await rejects(key.check("gus", "me", await signed(old, "gus", fp)), roomkey.RoomSecretError, "excluded");
+  await rejects(key.check("ana", "me", await signed(fresh, "ana", fp).then((s) => ({ ...s, auth: "0".repeat(64) }))),
+    roomkey.RoomSecretError, "wrong auth");
+  const relaySignal = { type: "relay", session: "s", key: "k", via: "" };
+  await rejects(key.check("ana", "me", { ...relaySignal, auth: await old.authenticate("ana", "me", relaySignal) }),
+    roomkey.RoomSecretError, "relay");
+  await key.check("ana", "me", await signed(old, "ana", fp)); // ana's certificate, the old key
+  await key.check("ana9", "me", await signed(old, "ana9", fp)); // ana under a new id (server restart)
+  eq(epochs.wayBack("ana9") === old, true, "the new id is such a member too");
+  await key.check("ana9", "me", await signed(fresh, "ana9", fp)); // it has the new epoch now
+  eq([epochs.entitled.has("ana"), epochs.entitled.has("ana9")], [false, false]);
+  await rejects(key.check("ana", "me", await signed(old, "ana", fp)), roomkey.RoomSecretError, "confirmed");
+});
+
+test("rekey: Rekeying adopts, drops non-members, hands it on, and refuses what it must", async () => {
+  const newKey = { room: "team", tag: "new" };
+  const derived = [];
+  const sent = [];
+  const link = (pid) => ({ peerId: pid, send: (wire, seq) => sent.push([pid, JSON.parse(wire), seq]) });
+  const client = {
+    peerId: "me", closing: false, seq: 4, links: new Map(["bbbb", "cy", "gus"].map((p) => [p, link(p)])),
+    errors: [], dropped: [], adopted: [],
+    log() {}, reportError(pid, e) { this.errors.push([pid, e.name, e.message]); },
+    dropMember(pid) { this.dropped.push(pid); this.links.delete(pid); },
+    async rekeyed(r) { this.adopted.push(r.epoch); },
+  };
+  const r = new rekey.Rekeying(client, { room: "team" }, "the join secret", async (room, secret) => {
+    derived.push([room, secret]);
+    return newKey;
+  });
+  client.rekeying = r;
+  const payload = { v: 1, type: "rekey", seq: 9, epoch: 1, secret: REKEY_SECRET, by: "bbbb",
+    members: { bbbb: "", cy: "", me: "" }, out: ["gus"] };
+  await r.onMessage("bbbb", payload);
+  eq(derived, [["team", REKEY_SECRET]]);
+  eq([client.adopted, client.dropped, r.epochs.key === newKey, client.errors], [[1], ["gus"], true, []]);
+  eq(sent.map(([pid, msg, seq]) => [pid, msg.type, msg.seq, seq, msg.epoch, msg.by]),
+    [["bbbb", "rekey", 5, 5, 1, "bbbb"], ["cy", "rekey", 5, 5, 1, "bbbb"]]);
+  eq([...r.epochs.entitled.keys()], ["cy"], "bbbb sent it: it has it");
+  await r.onMessage("cy", payload); // the flood back: costs nothing
+  eq([derived.length, [...r.epochs.entitled.keys()], client.errors], [1, [], []]);
+  sent.length = 0;
+  r.onLinkOpen("cy");
+  eq(sent, [], "cy has it");
+  await r.onMessage("cy", { ...payload, secret: "y".repeat(43) });
+  await r.onMessage("gus", { ...payload, epoch: 5, by: "gus", members: { gus: "", me: "" }, out: [] });
+  await r.onMessage("cy", { ...payload, epoch: 2, by: "cy", members: { cy: "" }, out: [] });
+  await r.onMessage("cy", { ...payload, epoch: "two" });
+  await r.onMessage("cy", { ...payload, by: "cccc", members: { cccc: "", me: "" } }); // lost race: not an error
+  eq(client.errors.map(([pid, name, message]) => [pid, name, message.replace(/^a re-key refused: /, "")]), [
+    ["cy", "RoomSecretError", "a second secret for one epoch"],
+    ["gus", "RoomSecretError", "it comes from a peer an earlier re-key excluded"],
+    ["cy", "RoomSecretError", "it does not name us as a member"],
+    ["cy", "ProtocolError", "rekey: 'epoch' must be an integer from 1 to 9007199254740991"],
+  ]);
+  eq([derived.length, r.epochs.epoch], [1, 1], "nothing derived, nothing changed");
+  client.errors.length = 0;
+  for (let e = 2; e < 2 + rekey.MAX_REKEYS_PER_MINUTE; e++) {
+    await r.onMessage("cy", { ...payload, epoch: e, by: "cy", members: { cy: "", me: "", bbbb: "" }, out: [] });
+  }
+  eq(client.errors.map(([, , m]) => m), ["a re-key refused: more than 6 in a minute"]);
+  eq([r.epochs.epoch, derived.length], [6, 6], "the one not naming us took one of cy's 6");
+  eq(r.epochs.entitled.has("bbbb"), true);
+  sent.length = 0;
+  r.onLinkOpen("bbbb"); // a member that may have missed epoch 6 gets it first
+  eq(sent.map(([pid, msg]) => [pid, msg.epoch, msg.by]), [["bbbb", 6, "cy"]]);
 });
 
 // ------------------------------------------------------------------------------------

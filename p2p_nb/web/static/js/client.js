@@ -10,7 +10,8 @@
 // the server put us out for good, its invite revoked or expired (`reason` the
 // words for the user, `code` "revoked", "expired" or "ended"); nothing follows),
 // "presence" ({peerId, name, what}: "joined" or "left", for peers that came
-// or went while we were in the room).
+// or went while we were in the room), "rekeyed" ({epoch, by, out}: we adopted
+// a member's re-key of the room, rekey.js).
 
 import { io } from "../vendor/socket.io-client/socket.io.esm.min.js";
 import { sha256 } from "../vendor/noble-hashes/sha2.js";
@@ -20,6 +21,7 @@ import {
 } from "./codec.js";
 import { PeerLink, OPEN_STATES } from "./peer.js";
 import { RoomKey, RoomSecretError } from "./roomkey.js";
+import { REKEY_TYPE, Rekeying } from "./rekey.js";
 import { NameProblem, cleanName, nameKey } from "./names.js";
 import { ACK_EVERY, HIGH_WATER, TransferState, offerRefusal } from "./transfer.js";
 
@@ -67,6 +69,7 @@ export class P2PClient extends EventTarget {
     this.room = null;
     this.name = null;
     this.roomKey = null;
+    this.rekeying = null; // in a room with a secret: its epochs (rekey.js)
     this.iceServers = [];
     this.certificate = null;
     this.links = new Map();
@@ -167,7 +170,9 @@ export class P2PClient extends EventTarget {
     if (this.certificate === null) {
       this.certificate = await RTCPeerConnection.generateCertificate({ name: "ECDSA", namedCurve: "P-256" });
     }
-    this.roomKey = secret ? await RoomKey.derive(room, secret) : null;
+    const key = secret ? await RoomKey.derive(room, secret) : null;
+    this.rekeying = key !== null ? new Rekeying(this, key, secret) : null;
+    this.roomKey = this.rekeying?.key ?? null; // the current epoch's key
     await this.enter(room, name);
   }
 
@@ -295,6 +300,8 @@ export class P2PClient extends EventTarget {
     const sealed = caps !== null && typeof caps === "object" && "sealed" in caps;
     let known = !sealed;
     let mismatch = false;
+    const link = this.links.get(peer.peer_id);
+    if (link !== undefined && sealed) [link.sealed, link.pseudonym] = [caps, name];
     if (this.roomKey !== null) {
       known = false;
       try {
@@ -310,6 +317,12 @@ export class P2PClient extends EventTarget {
       } catch (exc) {
         if (!(exc instanceof RoomSecretError)) throw exc;
         this.log(`profile of ${peer.peer_id}: ${exc.message}`);
+        if (link?.profileKnown && !link.secretMismatch) {
+          // a member re-sealed with a key we do not have yet (its `rekey` is
+          // on its way) or with the one before ours: it keeps what we show,
+          // and the profile is opened again when we adopt (rekeyed)
+          return { name: link.name, caps: link.capabilities, known: true, mismatch: false };
+        }
         mismatch = true;
         caps = {};
       }
@@ -366,6 +379,35 @@ export class P2PClient extends EventTarget {
     link.start();
     this.applyProfile(link, await this.unseal(peer));
     this.emitEvent("peers");
+  }
+
+  /** A re-key left `peerId` out: its link closes and it leaves our view. */
+  dropMember(peerId) {
+    this.onPeerLeft({ peer_id: peerId });
+  }
+
+  /** We adopted a re-key (rekey.js): the profiles already sealed with its key
+   * open now (one that opens only with the key before it keeps what we show
+   * until its owner re-seals it), and ours goes out sealed with it. */
+  async rekeyed(rekey) {
+    this.log(`room re-keyed: epoch ${rekey.epoch} by ${rekey.by}, out: ${rekey.out.join(", ") || "nobody"}`);
+    for (const link of [...this.links.values()]) {
+      if (link.sealed === undefined) continue;
+      const caps = link.sealed;
+      try {
+        if (await this.roomKey.openProfile(link.peerId, caps) !== null) {
+          this.applyProfile(link, await this.unseal({ peer_id: link.peerId, name: link.pseudonym, capabilities: caps }));
+        }
+      } catch (exc) {
+        if (!(exc instanceof RoomSecretError)) throw exc;
+        if (!(await this.roomKey.sealedBefore(link.peerId, caps))) {
+          this.reportError(link.peerId, new RoomSecretError(`the profile of ${link.peerId} does not open with the room's key`));
+        }
+      }
+    }
+    this.emitEvent("rekeyed", { epoch: rekey.epoch, by: rekey.by, out: rekey.out });
+    this.emitEvent("peers");
+    await this.sendProfile();
   }
 
   async onPeerUpdated(peer) {
@@ -438,7 +480,10 @@ export class P2PClient extends EventTarget {
     if (old === "connected" && link.state !== "connected") {
       for (const other of this.links.values()) other.relayLost(link.peerId);
     }
-    if (OPEN_STATES.has(link.state) && !OPEN_STATES.has(old)) this.resumeTransfers(link);
+    if (OPEN_STATES.has(link.state) && !OPEN_STATES.has(old)) {
+      this.resumeTransfers(link);
+      this.rekeying?.onLinkOpen(link.peerId); // a member back may lack our epoch
+    }
     if (link.state === "lost") {
       for (const t of this.transfers.values()) {
         if (t.peerId === link.peerId) this.fail(t, "failed", `the link to ${link.name} is lost`, false);
@@ -497,6 +542,8 @@ export class P2PClient extends EventTarget {
       this.onOffer(link, msg);
     } else if (msg.type.startsWith("file-")) {
       this.onFileControl(link, msg);
+    } else if (msg.unknown && msg.type === REKEY_TYPE && this.rekeying !== null) {
+      this.rekeying.onMessage(link.peerId, msg.payload);
     } else if (msg.unknown) {
       this.log(`message of type ${JSON.stringify(msg.type)} from ${link.name} ignored`);
     }
