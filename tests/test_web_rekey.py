@@ -137,3 +137,40 @@ async def test_a_browser_member_adopts_the_rekey_of_a_revoked_invite(
     finally:
         for app in [*others, *([guest] if guest else []), ben, host]:
             await app.disconnect()
+
+
+@pytest.mark.anyio
+async def test_an_invite_guest_reloads_after_a_rekey_and_is_back(
+    server: RunningServer,  # noqa: F811
+    users: Users,  # noqa: F811
+) -> None:
+    """A browser guest came with an invite link (its secret kept for the tab);
+    another invite is revoked and the room re-keyed: the tab now keeps the new
+    secret, so a reload (a new certificate, which the way back for members
+    that missed a re-key does not cover) gets back in and opens the host's
+    profile with the new key."""
+    host = await kernel_peer(server, "host", secret=SECRET)
+    gus: P2PApp | None = None
+    try:
+        ada = await users.open(await host.create_invite(ttl=600))
+        await join(ada, "ada", room=None)
+        await wait_connected(ada, "host")
+        other = await host.create_invite(ttl=600)
+        gus = await P2PApp.connect(invite=other, thread=False)
+        await gus.join_room(name="gus")
+        await wait_connected(ada, "gus")
+        await host.revoke_invite(other)
+        assert host._epochs is not None
+        await page_true(ada, "c.rekeying.epochs.epoch === 1")
+        secret = host._epochs.secret
+        stored = "() => JSON.parse(sessionStorage.getItem('p2p-nb-address')).secret"
+        await ada.wait_for_function(
+            f"(s) => ({stored})() === s", arg=secret, timeout=TIMEOUT * 1000
+        )
+        await ada.reload()
+        await join(ada, "ada", room=None)
+        await wait_connected(ada, "host")  # its row named from the profile sealed with the new key
+        await expect(ada.locator("#errors li")).to_have_count(0)
+    finally:
+        for app in [*([gus] if gus else []), host]:
+            await app.disconnect()

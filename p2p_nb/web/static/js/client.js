@@ -10,8 +10,9 @@
 // the server put us out for good, its invite revoked or expired (`reason` the
 // words for the user, `code` "revoked", "expired" or "ended"); nothing follows),
 // "presence" ({peerId, name, what}: "joined" or "left", for peers that came
-// or went while we were in the room), "rekeyed" ({epoch, by, out}: we adopted
-// a member's re-key of the room, rekey.js).
+// or went while we were in the room), "rekeyed" ({epoch, by, out, secret}: we
+// adopted a member's re-key of the room, rekey.js; the page keeps `secret` for
+// the tab if it kept the one before).
 
 import { io } from "../vendor/socket.io-client/socket.io.esm.min.js";
 import { sha256 } from "../vendor/noble-hashes/sha2.js";
@@ -405,7 +406,7 @@ export class P2PClient extends EventTarget {
         }
       }
     }
-    this.emitEvent("rekeyed", { epoch: rekey.epoch, by: rekey.by, out: rekey.out });
+    this.emitEvent("rekeyed", { epoch: rekey.epoch, by: rekey.by, out: rekey.out, secret: rekey.secret });
     this.emitEvent("peers");
     await this.sendProfile();
   }

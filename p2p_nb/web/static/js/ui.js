@@ -504,6 +504,14 @@ function wire(c) {
     renderPresence(e.detail);
     if (e.detail.what === "left") notices.clearPrefix(`peer:${e.detail.peerId}:`);
   }));
+  c.addEventListener("rekeyed", mine((e) => {
+    // the room's secret now: a reload or "Join again" of this tab needs it
+    // (the members accept the one before only from this tab's certificate)
+    if (given.secret !== null && typeof e.detail.secret === "string") {
+      given.secret = e.detail.secret;
+      remember(given);
+    }
+  }));
   c.addEventListener("transfer", mine((e) => renderTransfer(e.detail.transfer)));
   c.addEventListener("offer", mine((e) => renderTransfer(e.detail.transfer)));
   c.addEventListener("received", mine((e) => save(e.detail.transfer, e.detail.blob)));
