@@ -31,6 +31,8 @@ MAX_CONTROL_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 16 * 1024
 """Longest chat text; longer text belongs in a shared file."""
 MAX_ID_CHARS = 64
+MAX_REASON_CHARS = 1000
+"""Longest ``reason`` of a file control message (``file-cancel``, ``file-decline``)."""
 
 _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count()
@@ -366,6 +368,11 @@ def new_transfer_id() -> str:
     return uuid.uuid4().hex
 
 
+def _utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8: the limits count bytes (docs/protocol.md)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _dump(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -399,10 +406,11 @@ def decode(data: str | bytes) -> Message:
     """Parse and validate one control message, or raise :class:`ProtocolError`."""
     if isinstance(data, bytes | bytearray):
         raise ProtocolError("binary frame on the control path")
-    too_big = ProtocolError(f"control message of {len(data)} bytes exceeds {MAX_CONTROL_BYTES}")
-    oversized = len(data) > MAX_CONTROL_BYTES  # only a relay-frame may be larger
-    if len(data) > MAX_RELAY_FRAME_BYTES:
+    too_big = ProtocolError(f"control message exceeds {MAX_CONTROL_BYTES} bytes")
+    if len(data) > MAX_RELAY_FRAME_BYTES:  # characters: at least as many bytes
         raise too_big
+    # only a relay-frame may be larger; UTF-8 takes at most 4 bytes a character
+    oversized = len(data) > MAX_CONTROL_BYTES // 4 and _utf8_length(data) > MAX_CONTROL_BYTES
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -440,8 +448,10 @@ def decode(data: str | bytes) -> Message:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ProtocolError("field 'offset' must be a non-negative integer")
         reason = obj.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > 1000:
-            raise ProtocolError("field 'reason' must be a string of at most 1000 characters")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+            raise ProtocolError(
+                f"field 'reason' must be a string of at most {MAX_REASON_CHARS} characters"
+            )
         return FileControl(type=kind, id=_transfer_id(obj), offset=offset, reason=reason)
     if kind == "ping":
         return Ping(id=_str(obj, "id", MAX_ID_CHARS), ts=_number(obj, "ts"))
@@ -521,7 +531,7 @@ def _file_offer(obj: dict[str, Any]) -> FileOffer:
     if kind not in FILE_KINDS:
         raise ProtocolError(f"field 'kind' must be one of {sorted(FILE_KINDS)}")
     meta = obj.get("meta", {})
-    if not isinstance(meta, dict) or len(_dump(meta)) > MAX_META_BYTES:
+    if not isinstance(meta, dict) or _utf8_length(_dump(meta)) > MAX_META_BYTES:
         raise ProtocolError(f"field 'meta' must be an object of at most {MAX_META_BYTES} bytes")
     resume = obj.get("resume", False)
     if not isinstance(resume, bool):

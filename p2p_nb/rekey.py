@@ -55,7 +55,7 @@ from . import protocol
 from ._aiortc import sdp_fingerprint
 from .errors import P2PError, PeerUnavailable, ProtocolError, RoomSecretError
 from .invite import new_room_secret
-from .roomkey import MAX_SECRET_CHARS, MIN_SECRET_CHARS, RoomKey, sdp_identity
+from .roomkey import MAX_SECRET_CHARS, MIN_SECRET_CHARS, RoomKey, is_unicode, sdp_identity
 
 if TYPE_CHECKING:
     from ._aiortc import StableCertificate
@@ -104,7 +104,11 @@ class Rekey:
         members, out = payload.get("members"), payload.get("out", [])
         if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= MAX_EPOCH:
             raise ProtocolError(f"rekey: 'epoch' must be an integer from 1 to {MAX_EPOCH}")
-        if not isinstance(secret, str) or not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
+        if (
+            not isinstance(secret, str)
+            or not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS
+            or not is_unicode(secret)
+        ):
             raise ProtocolError("rekey: 'secret' must be a room secret (8 to 1024 characters)")
         if not isinstance(by, str) or not _PEER_ID.match(by):
             raise ProtocolError("rekey: 'by' must be a peer id")

@@ -101,6 +101,16 @@ def sdp_identity(sdp: str) -> dict[str, Any]:
     return {"fingerprints": fingerprints, "ice_ufrag": ufrag, "ice_pwd": pwd}
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 encoding (JSON's ``\\ud800`` escapes give
+    lone surrogates, which have none): JavaScript's ``isWellFormed``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def secret_warning(secret: str) -> str | None:
     """What to tell the user about a passphrase too short to resist offline
     guessing (None for a good one; :func:`p2p_nb.new_room_secret` makes 43
@@ -152,6 +162,10 @@ class RoomKey:
             raise RoomSecretError(
                 f"a room secret has {MIN_SECRET_CHARS} to {MAX_SECRET_CHARS} characters "
                 f"(this one has {len(secret)})"
+            )
+        if not is_unicode(secret):
+            raise RoomSecretError(
+                "a room secret must be valid Unicode text (it has a lone surrogate)"
             )
         master = _stretch(room, secret)
         return cls(

@@ -40,6 +40,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import aiohttp
@@ -322,7 +323,7 @@ async def test_the_notebook_quick_start_runs_the_panel_in_jupyterlab(tmp_path: P
             kernel.start_channels()
             ben = await P2PApp.connect(url, token, thread=False)
             try:
-                await kernel.wait_for_ready(timeout=120)
+                await wait_kernel_ready(kernel, timeout=120)
                 where = await run(kernel, "import sys, p2p_nb; print(sys.prefix, p2p_nb.__file__)")
                 prefix, module = where["stdout"].split()
                 venv = Path(env["HOME"]) / "p2p-nb-env"
@@ -357,6 +358,29 @@ async def wait_listening(http: aiohttp.ClientSession, url: str, timeout: float =
                     return
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.1)
+
+
+async def wait_kernel_ready(kernel: AsyncKernelClient, timeout: float) -> None:
+    """Until the kernel answers ``kernel_info`` and its IOPub stream is connected.
+
+    Not ``wait_for_ready``: for a client no manager owns, that calls the kernel
+    dead as soon as one heartbeat takes over a second, which a freshly installed
+    kernel starting on a loaded two-core machine can do (seen in CI).
+    """
+    async with asyncio.timeout(timeout):
+        while True:
+            kernel.kernel_info()
+            try:
+                reply = await kernel.get_shell_msg(timeout=1)
+            except Empty:
+                continue
+            if reply["msg_type"] != "kernel_info_reply":
+                continue
+            try:  # the busy/idle of that request: IOPub is subscribed, nothing will be missed
+                await kernel.get_iopub_msg(timeout=1)
+            except Empty:
+                continue
+            return
 
 
 async def run(kernel: AsyncKernelClient, code: str) -> dict[str, Any]:

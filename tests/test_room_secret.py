@@ -21,6 +21,7 @@ from p2p_nb.roomkey import RoomKey, sdp_identity
 from .conftest import RunningServer, start_server
 from .test_mesh import wait_mesh
 from .test_safety_code import ManInTheMiddle, code, settled
+from .vectors import vectors
 
 pytestmark = pytest.mark.anyio
 
@@ -241,32 +242,14 @@ def test_a_garbage_or_altered_authenticator_is_refused() -> None:
     assert SECRET not in repr(key)
 
 
-def test_the_authenticator_follows_the_published_vector() -> None:
-    """docs/protocol.md ("Room secret") gives these values."""
-    key = RoomKey.derive("team", SECRET)
-    assert key.auth_key.hex() == VECTOR["auth_key"]
-    assert key.relay_salt.hex() == VECTOR["relay_salt"]
-    offer = {
-        "type": "offer",
-        "sdp": "v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:sha-256 AA:BB\r\n",
-        "attempt": "00" * 8,
-        "commit": "11" * 32,
-    }
-    assert key.authenticate("aaaa", "bbbb", offer) == VECTOR["auth"]
-    # non-ASCII is written as UTF-8, not escaped; only '"', '\\' and controls are
-    odd = {**offer, "sdp": offer["sdp"].replace("Uf", "Üf"), "attempt": 'é"/\x01\u2028'}
-    message = key._message("aaaa", "bbbb", odd)
+def test_the_authenticator_writes_non_ascii_as_utf8() -> None:
+    """docs/protocol.md ("Room secret"): non-ASCII is written as UTF-8, not
+    escaped; only '"', '\\' and controls are (tests/test_vectors.py checks the
+    resulting authenticator against docs/vectors.json)."""
+    v = vectors("room_key")
+    message = RoomKey.derive(v["room"], v["secret"])._message(v["from"], v["to"], v["odd_offer"])
     assert '"Üf"'.encode() in message
     assert '"é\\"/\\u0001\u2028"'.encode() in message
-    assert key.authenticate("aaaa", "bbbb", odd) == VECTOR["auth_non_ascii"]
-
-
-VECTOR: dict[str, str] = {
-    "auth_key": "871f64707dd29384896bc25876c6071e4510b549cac8dae448872332416a40cc",
-    "relay_salt": "f44b766b1900bc060bc9915c8711fc53f34d9a9f2ce76459e38f66533726437d",
-    "auth": "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda",
-    "auth_non_ascii": "970e38c56e0b407ee5ca488503ffabf470ab518f6a5619c9871b15769398f844",
-}
 
 
 async def test_the_server_sees_neither_names_nor_capabilities_of_members(
@@ -378,7 +361,7 @@ def test_the_published_vector_with_appended_ice_credentials_is_refused() -> None
         "sdp": "v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:sha-256 AA:BB\r\n",
         "attempt": "00" * 8,
         "commit": "11" * 32,
-        "auth": VECTOR["auth"],
+        "auth": vectors("room_key")["auth"],
     }
     key.check("aaaa", "bbbb", offer)
     with pytest.raises(RoomSecretError, match="refused: its SDP repeats a=ice-ufrag"):

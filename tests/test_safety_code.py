@@ -266,16 +266,6 @@ async def test_every_connection_of_an_app_uses_its_one_certificate() -> None:
     assert seen <= want
 
 
-def test_the_code_follows_the_published_vector() -> None:
-    """docs/protocol.md ("Safety code") gives these values."""
-    nonce_o, nonce_a = "11" * 32, "22" * 32
-    fp_o, fp_a = "sha-256 " + ":".join(["aa"] * 32), "sha-256 " + ":".join(["bb"] * 32)
-    assert safety.commitment(nonce_o) == VECTOR["commit"]
-    digest = safety.code_digest(fp_o, fp_a, nonce_o, nonce_a)
-    assert safety.code_of(digest) == VECTOR["code"]
-    assert safety.pin_of(digest) == VECTOR["pin"]
-
-
 def test_an_answerer_keeps_its_code_only_for_the_pinned_fingerprints() -> None:
     """A forged ``keep`` or ``pin`` cannot make a new certificate look known."""
     offerer, answerer = safety.SafetyState(), safety.SafetyState()
@@ -302,10 +292,3 @@ def test_an_answerer_keeps_its_code_only_for_the_pinned_fingerprints() -> None:
 def test_a_malformed_commitment_is_a_safety_code_error() -> None:
     with pytest.raises(SafetyCodeError):
         safety.SafetyState().answer_fields({"commit": "xyz"}, "a", "b")
-
-
-VECTOR = {
-    "commit": "dcbb6aa945c1132e19be019efc283a6567fc3a21015fd299860004053f452914",
-    "code": "493 766",
-    "pin": "5ce67e0ff8cf4a9608d906d077a3b02380f7c54639bfc4c506b4570ce8c5856e",
-}

@@ -31,6 +31,7 @@ from p2p_nb.web import STATIC_DIR, VENDOR_DIR, render_page, vendored_files
 from .browser import TIMEOUT, new_user, save_screenshot
 from .conftest import RunningServer, start_server
 from .jupyter_server import JupyterServer
+from .vectors import VECTORS_FILE
 
 UNIT_DIR = Path(__file__).resolve().parent / "web"
 ROOM = "webroom"
@@ -211,8 +212,9 @@ async def test_the_standalone_server_serves_the_page_and_its_files(server: Runni
 
 @pytest.mark.anyio
 async def test_js_modules_unit_tests_in_chromium(browser: Browser, server: RunningServer) -> None:
-    """codec, safety code, room key (docs/protocol.md's vectors) and transfer
-    state, in the browser that runs them for users."""
+    """codec, safety code, room key, relay and rekey (docs/vectors.json, which
+    tests/test_vectors.py holds p2p_nb to as well) and transfer state, in the
+    browser that runs them for users."""
     context = await new_user(browser)
     page = await context.new_page()
     unit_js = (UNIT_DIR / "unit.js").read_text()
@@ -227,6 +229,11 @@ async def test_js_modules_unit_tests_in_chromium(browser: Browser, server: Runni
     await page.route(
         server.url + "__unit__.js",
         lambda r: r.fulfill(body=unit_js, content_type="text/javascript"),
+    )
+    vectors = VECTORS_FILE.read_text(encoding="utf-8")
+    await page.route(
+        server.url + "__vectors__.json",
+        lambda r: r.fulfill(body=vectors, content_type="application/json"),
     )
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))

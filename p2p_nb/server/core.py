@@ -30,7 +30,7 @@ from ..names import NameProblem, clean_name, name_key
 from ..turn import TurnServer
 from .auth import AuthRefused, Identity
 from .invites import DEFAULT_TTL, InviteBook, invite_key
-from .limits import ROOM_NAME_RE, ServerLimits
+from .limits import MAX_ROOM_CHARS, ROOM_NAME_RE, ServerLimits
 from .sessions import REASONS, SessionEnds, end_session
 
 log = logging.getLogger(__name__)
@@ -216,11 +216,11 @@ class SignalingNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         peer = svc.peers[sid]
         if peer.room is not None:
             raise RequestRejected("already_joined", f"already in room {peer.room!r}; leave first")
-        room = _need_str(data, "room", 64)
+        room = _need_str(data, "room", MAX_ROOM_CHARS)
         if not ROOM_NAME_RE.match(room):
             raise RequestRejected(
                 "invalid_room",
-                "room names are 1-64 letters, digits, '_', '.' or '-', "
+                f"room names are 1-{MAX_ROOM_CHARS} letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit",
             )
         if not peer.identity.may_enter(room):

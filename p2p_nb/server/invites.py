@@ -39,12 +39,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..invite import INVITE_PREFIX
 from .auth import AuthRefused, Identity
 from .statefile import RevocationLog, StateFileError, revocations_path
 
 log = logging.getLogger(__name__)
 
-PREFIX = "inv1."
+PREFIX = INVITE_PREFIX
+"""Where the token format lives: :mod:`p2p_nb.invite` (the kernel side reads it too)."""
 LABEL = b"p2p-nb invite v1|"
 DEFAULT_TTL = 24 * 3600.0
 MIN_TTL = 60.0

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+MAX_ROOM_CHARS = 64
+ROOM_NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_ROOM_CHARS - 1}}}$")
 """Room names: 1-64 characters, letters, digits, ``_ . -``, not starting with punctuation."""
 
 

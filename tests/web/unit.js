@@ -1,7 +1,9 @@
 // Unit tests of the web client's modules without the DOM or the network,
 // run in Chromium by tests/test_web_client.py. Results go to window.results
 // ([{name, ok, error}]); window.done becomes true when all have run.
-// The vectors are docs/protocol.md's (and so p2p_nb's own tests').
+// The vectors are docs/vectors.json's, which tests/test_vectors.py runs against
+// p2p_nb too (the page gets it at /__vectors__.json): change a value there alone
+// and both suites fail.
 
 import * as codec from "/p2p/web/js/codec.js";
 import * as safety from "/p2p/web/js/safety.js";
@@ -11,6 +13,63 @@ import * as relay from "/p2p/web/js/relay.js";
 import * as credentials from "/p2p/web/js/credentials.js";
 import * as names from "/p2p/web/js/names.js";
 import * as rekey from "/p2p/web/js/rekey.js";
+import * as peer from "/p2p/web/js/peer.js";
+
+const V = await (await fetch("/__vectors__.json")).json();
+const MODULES = { codec, safety, roomkey, transfer, relay, names, rekey, peer };
+
+/** A wire string of the vectors file: a string, or parts where [s, n] is s repeated n times. */
+const expand = (wire) => (typeof wire === "string" ? wire
+  : wire.map((part) => (typeof part === "string" ? part : part[0].repeat(part[1]))).join(""));
+
+/** Where this client keeps each constant of the vectors file (null: it has no use for it). */
+const JS_CONSTANTS = {
+  protocol_version: "codec.PROTOCOL_VERSION",
+  channel_label: "codec.CHANNEL_LABEL",
+  channel_protocol: "codec.CHANNEL_PROTOCOL",
+  max_control_bytes: "codec.MAX_CONTROL_BYTES",
+  max_relay_frame_bytes: "codec.MAX_RELAY_FRAME_BYTES",
+  max_text_chars: "codec.MAX_TEXT_CHARS",
+  max_id_chars: "codec.MAX_ID_CHARS",
+  max_file_name_chars: "codec.MAX_FILE_NAME_CHARS",
+  max_meta_bytes: "codec.MAX_META_BYTES",
+  max_reason_chars: "codec.MAX_REASON_CHARS",
+  max_reported_links: "codec.MAX_REPORTED_LINKS",
+  max_frame_bytes: "codec.MAX_FRAME_BYTES",
+  chunk_frame: "codec.CHUNK_FRAME",
+  chunk_header_bytes: "codec.CHUNK_HEADER_BYTES",
+  chunk_size: "codec.CHUNK_SIZE",
+  max_sealed_frame_bytes: "codec.MAX_SEALED_FRAME_BYTES",
+  batch_max_chars: "codec.BATCH_MAX_CHARS",
+  max_outbox: "peer.MAX_OUTBOX",
+  max_unacked: "peer.MAX_UNACKED",
+  ack_delay_seconds: "peer.ACK_DELAY_SECONDS",
+  max_name_chars: "names.MAX_NAME_CHARS",
+  max_room_chars: "names.MAX_ROOM_CHARS",
+  safety_label: "safety.LABEL",
+  room_label: "roomkey.LABEL",
+  relay_label: "relay.LABEL",
+  invite_label: null, // the server's: a browser never checks an invite
+  invite_prefix: null,
+  invite_secret_bytes: null, // a browser makes no invites
+  scrypt_n: "roomkey.SCRYPT.N",
+  scrypt_r: "roomkey.SCRYPT.r",
+  scrypt_p: "roomkey.SCRYPT.p",
+  min_secret_chars: "roomkey.MIN_SECRET_CHARS",
+  max_secret_chars: "roomkey.MAX_SECRET_CHARS",
+  rekey_type: "rekey.REKEY_TYPE",
+  max_epoch: "rekey.MAX_EPOCH",
+  max_rekey_members: "rekey.MAX_MEMBERS",
+  max_rekeys_per_minute: "rekey.MAX_REKEYS_PER_MINUTE",
+  transfer_window: "transfer.WINDOW",
+  transfer_window_rate: "transfer.WINDOW_RATE",
+  transfer_max_window: "transfer.MAX_WINDOW",
+  transfer_ack_every: "transfer.ACK_EVERY",
+  transfer_high_water: "transfer.HIGH_WATER",
+  transfer_low_water: "transfer.LOW_WATER",
+  max_file_bytes: "transfer.MAX_FILE_BYTES",
+  max_pending_offers_per_peer: "transfer.MAX_PENDING_OFFERS_PER_PEER",
+};
 
 const tests = [];
 const test = (name, fn) => tests.push([name, fn]);
@@ -42,6 +101,63 @@ async function rejects(promise, Kind, what = "") {
 }
 
 // --- codec ------------------------------------------------------------------------
+
+test("vectors: every constant of docs/vectors.json is this client's", () => {
+  eq(Object.keys(JS_CONSTANTS).sort(), Object.keys(V.constants).sort(), "constants mapped");
+  for (const [name, where] of Object.entries(JS_CONSTANTS)) {
+    if (where === null) continue;
+    const [module, ...path] = where.split(".");
+    const value = path.reduce((obj, key) => obj?.[key], MODULES[module]);
+    eq(value, V.constants[name], where);
+  }
+});
+
+test("vectors: valid frames decode to their fields, and encode to their wire", () => {
+  for (const vector of V.codec.valid) {
+    const wire = expand(vector.wire);
+    const msg = codec.decode(wire);
+    eq(msg.type, vector.type, wire.slice(0, 60));
+    eq(Boolean(msg.unknown), Boolean(vector.unknown), `${wire.slice(0, 60)} unknown`);
+    for (const [name, value] of Object.entries(vector.fields)) {
+      eq(name === "seq" || !msg.unknown ? msg[name] : msg.payload[name], value, `${vector.type}.${name}`);
+    }
+    const { v, type, ...fields } = JSON.parse(wire);
+    if (["chat", "chat-ack", "ping", "pong"].includes(type)
+        && JSON.stringify(Object.keys(fields).sort()) === JSON.stringify(Object.keys(vector.fields).sort())) {
+      eq(codec.encode(type, Object.fromEntries(Object.keys(fields).map((k) => [k, vector.fields[k]]))), wire);
+    }
+  }
+});
+
+test("vectors: invalid frames are ProtocolErrors", () => {
+  for (const vector of V.codec.invalid) {
+    throws(() => codec.decode(expand(vector.wire)), codec.ProtocolError, vector.why);
+  }
+});
+
+test("vectors: chunk frames", () => {
+  const c = V.codec.chunk;
+  eq(codec.bytesToHex(codec.encodeChunk(c.id, c.offset, codec.hexToBytes(c.payload))), c.frame);
+  const back = codec.decodeChunk(codec.hexToBytes(c.frame).buffer);
+  eq([back.id, back.offset, codec.bytesToHex(back.payload)], [c.id, c.offset, c.payload]);
+  for (const bad of c.invalid) {
+    throws(() => codec.decodeChunk(codec.hexToBytes(expand(bad.frame)).buffer), codec.ProtocolError, bad.why);
+  }
+});
+
+test("vectors: rekey fields, and which epoch wins", () => {
+  const r = V.rekey;
+  const wrap = (payload) => ({ v: 1, type: "rekey", seq: 1, ...payload });
+  const good = rekey.parseRekey(wrap(r.valid));
+  eq([good.epoch, good.by, [...good.members.keys()], good.out],
+    [r.valid.epoch, r.valid.by, Object.keys(r.valid.members), r.valid.out]);
+  for (const c of r.supersedes) {
+    eq(rekey.supersedes(r.incoming, c.held_epoch, c.held_by), c.wins, JSON.stringify(c));
+  }
+  for (const bad of r.invalid) {
+    throws(() => rekey.parseRekey(wrap({ ...r.valid, ...bad.change })), codec.ProtocolError, bad.why);
+  }
+});
 
 test("codec: chat round trip, as Python encodes it", () => {
   const wire = codec.encode("chat", { id: "m1", seq: 3, ts: 1.5, text: "héllo <b>", to: null });
@@ -108,15 +224,12 @@ test("codec: capabilities get their defaults; junk gives the defaults", () => {
 
 // --- safety code ------------------------------------------------------------------
 
-test("safety: the vector of docs/protocol.md", async () => {
-  const nO = "11".repeat(32);
-  const nA = "22".repeat(32);
-  const fpO = `sha-256 ${Array(32).fill("aa").join(":")}`;
-  const fpA = `sha-256 ${Array(32).fill("bb").join(":")}`;
-  eq(await safety.commitment(nO), "dcbb6aa945c1132e19be019efc283a6567fc3a21015fd299860004053f452914");
-  const digest = await safety.codeDigest(fpO, fpA, nO, nA);
-  eq(safety.codeOf(digest), "493 766");
-  eq(await safety.pinOf(digest), "5ce67e0ff8cf4a9608d906d077a3b02380f7c54639bfc4c506b4570ce8c5856e");
+test("safety: the vector of docs/vectors.json", async () => {
+  const v = V.safety;
+  eq(await safety.commitment(v.nonce_o), v.commit);
+  const digest = await safety.codeDigest(v.fp_o, v.fp_a, v.nonce_o, v.nonce_a);
+  eq(safety.codeOf(digest), v.code);
+  eq(await safety.pinOf(digest), v.pin);
 });
 
 test("safety: offerer and answerer states agree; a wrong reveal is refused", async () => {
@@ -140,19 +253,20 @@ test("safety: offerer and answerer states agree; a wrong reveal is refused", asy
 
 const SDP = "v=0\r\na=ice-ufrag:Uf\r\na=ice-pwd:Pw\r\na=fingerprint:sha-256 AA:BB\r\n";
 
-test("room key: the vectors of docs/protocol.md (scrypt, HKDF, authenticator)", async () => {
-  const key = await roomkey.RoomKey.derive("team", "correct horse battery staple");
-  eq(codec.bytesToHex(key.authKeyBytes), "871f64707dd29384896bc25876c6071e4510b549cac8dae448872332416a40cc");
-  eq(codec.bytesToHex(key.relaySalt), "f44b766b1900bc060bc9915c8711fc53f34d9a9f2ce76459e38f66533726437d");
-  const offer = { type: "offer", sdp: SDP, attempt: "0".repeat(16), commit: "11".repeat(32) };
-  eq(await key.authenticate("aaaa", "bbbb", offer),
-    "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda");
-  const odd = { ...offer, sdp: SDP.replace("Uf", "Üf"), attempt: 'é"/\u0001\u2028' };
-  eq(await key.authenticate("aaaa", "bbbb", odd),
-    "970e38c56e0b407ee5ca488503ffabf470ab518f6a5619c9871b15769398f844");
-  await key.check("aaaa", "bbbb", { ...offer, auth: "71bb5ea82eab68a7c3c9d630e0392b2fbbb6bfbfafffdfa2c440c061176c9fda" });
-  await rejects(key.check("aaaa", "bbbb", { ...offer, auth: "00".repeat(32) }), roomkey.RoomSecretError, "wrong");
-  await rejects(key.check("aaaa", "bbbb", offer), roomkey.RoomSecretError, "missing");
+test("room key: the vectors of docs/vectors.json (scrypt, HKDF, authenticator)", async () => {
+  const v = V.room_key;
+  const key = await roomkey.RoomKey.derive(v.room, v.secret);
+  eq(codec.bytesToHex(key.authKeyBytes), v.auth_key);
+  eq(codec.bytesToHex(key.relaySalt), v.relay_salt);
+  const offer = v.offer;
+  eq(await key.authenticate(v.from, v.to, offer), v.auth);
+  eq(await key.authenticate(v.from, v.to, v.odd_offer), v.odd_auth);
+  await key.check(v.from, v.to, { ...offer, auth: v.auth });
+  await rejects(key.check(v.from, v.to, { ...offer, auth: "00".repeat(32) }), roomkey.RoomSecretError, "wrong");
+  await rejects(key.check(v.from, v.to, offer), roomkey.RoomSecretError, "missing");
+  await rejects(key.check(v.from, v.to, { ...offer, sdp: offer.sdp + v.refused_appended_ice, auth: v.auth }),
+    roomkey.RoomSecretError, "appended ICE credentials");
+  await rejects(key.check(v.to, v.from, { ...offer, auth: v.auth }), roomkey.RoomSecretError, "other direction");
   await rejects(key.check("aaaa", "bbbb", { ...offer, attempt: "\ud800", auth: "00" }), roomkey.RoomSecretError, "surrogate");
   // sealed profiles open for the peer id they were sealed for, and only for it
   const sealed = await key.sealProfile("aaaa", "Ada", { rev: 1 });
@@ -298,20 +412,19 @@ test("names: the keys two names must differ in", () => {
 
 // --- relay keys ---------------------------------------------------------------------
 
-test("relay: the vector of docs/protocol.md (X25519, HKDF, the first sealed frame)", async () => {
-  const range = (from) => Uint8Array.from({ length: 32 }, (_, i) => from + i);
-  const offerer = await relay.KeyPair.generate(range(0));
-  const answerer = await relay.KeyPair.generate(range(32));
-  eq([offerer.publicB64, answerer.publicB64],
-    ["j0DFrbaPJWJK5bIU6nZ6bslNgp09e14a0bpvPiE4KF8=", "NYBy1jZYgNGu6jKa35EhODhR7SGijjt16WXQ0s0WYlQ="]);
-  const opts = { session: "0".repeat(32), via: "rrrr" };
-  const a = await relay.RelaySeal.agree(offerer, answerer.publicB64, { ...opts, localId: "aaaa", peerId: "bbbb" });
-  const b = await relay.RelaySeal.agree(answerer, offerer.publicB64, { ...opts, localId: "bbbb", peerId: "aaaa" });
-  eq(codec.bytesToHex(a.sendKeyBytes), "b21394103797dcfd3dd81258cce0b18e4fe39f3d34a401de3db4c20fd7785bdf");
-  eq(codec.bytesToHex(a.recvKeyBytes), "f9db5277b84bc6c2b8debe306345344351d49ee77829f53d55500c4e02dc3ddd");
-  const frame = await a.seal('{"v":1,"type":"ping","id":"x","ts":0}');
-  eq(codec.bytesToHex(frame), "000000000000000061dfe462c2346ab8d26fe142759498e1a13d19d110460b090efc241529065730ebb600a3ab6ba998c3b4d11ff52fb74b56aaac941227");
-  eq(await b.open(frame), '{"v":1,"type":"ping","id":"x","ts":0}');
+test("relay: the vector of docs/vectors.json (X25519, HKDF, the first sealed frame)", async () => {
+  const v = V.relay;
+  const offerer = await relay.KeyPair.generate(codec.hexToBytes(v.offerer_private));
+  const answerer = await relay.KeyPair.generate(codec.hexToBytes(v.answerer_private));
+  eq([offerer.publicB64, answerer.publicB64], [v.offerer_public, v.answerer_public]);
+  const opts = { session: v.session, via: v.via };
+  const a = await relay.RelaySeal.agree(offerer, answerer.publicB64, { ...opts, localId: v.offerer, peerId: v.answerer });
+  const b = await relay.RelaySeal.agree(answerer, offerer.publicB64, { ...opts, localId: v.answerer, peerId: v.offerer });
+  eq(codec.bytesToHex(a.sendKeyBytes), v.forward);
+  eq(codec.bytesToHex(a.recvKeyBytes), v.backward);
+  const frame = await a.seal(v.plain);
+  eq(codec.bytesToHex(frame), v.sealed);
+  eq(await b.open(frame), v.plain);
   await rejects(b.open(frame), relay.RelayAuthError, "replay");
   const bin = await a.seal(new Uint8Array([1, 2, 3]));
   bin[bin.length - 1] ^= 1;
@@ -345,12 +458,6 @@ test("rekey: every field is checked, malformed is a ProtocolError", () => {
   throws(() => rk(1, "bbbb", m, [], "\ud800".repeat(9)), codec.ProtocolError, "lone surrogate");
   const many = Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`p${i}`, ""]));
   throws(() => rk(1, "p0", many), codec.ProtocolError, "257 members");
-});
-
-test("rekey: the published vector of which epoch wins", () => {
-  const r = { epoch: 1, by: "bbbb" };
-  eq([rekey.supersedes(r, 0, ""), rekey.supersedes(r, 1, "cccc"), rekey.supersedes(r, 1, "aaaa"),
-    rekey.supersedes(r, 2, "cccc"), rekey.supersedes(r, 1, "bbbb")], [true, true, false, false, false]);
 });
 
 test("rekey: refused from or naming the excluded, twice for one epoch, or a lost race", () => {

@@ -16,6 +16,9 @@ export const MAX_FRAME_BYTES = 64 * 1024;
 export const CHUNK_HEADER_BYTES = 25;
 export const CHUNK_SIZE = MAX_FRAME_BYTES - CHUNK_HEADER_BYTES;
 export const CHUNK_FRAME = 1;
+export const MAX_RELAY_FRAME_BYTES = 2 * MAX_CONTROL_BYTES + 1024;
+export const MAX_SEALED_FRAME_BYTES = MAX_FRAME_BYTES + 64;
+export const MAX_REPORTED_LINKS = 256;
 export const BATCH_MAX_CHARS = 16000;
 export const LINK_STATES = new Set([
   "new", "connecting", "connected", "reconnecting", "relayed", "limited", "lost", "closed",
@@ -90,7 +93,7 @@ export function splitBatch(text) {
 export function decode(text) {
   if (typeof text !== "string") throw new ProtocolError("binary frame on the control path");
   const oversized = utf8Length(text) > MAX_CONTROL_BYTES;
-  if (text.length > 2 * MAX_CONTROL_BYTES + 1024) {
+  if (text.length > MAX_RELAY_FRAME_BYTES) {
     throw new ProtocolError(`control message exceeds ${MAX_CONTROL_BYTES} bytes`);
   }
   let obj;
@@ -131,8 +134,8 @@ export function decode(text) {
       return { type, caps: normaliseCapabilities(obj.caps) };
     case "mesh-report": {
       const links = obj.links;
-      if (links === null || typeof links !== "object" || Array.isArray(links) || Object.keys(links).length > 256) {
-        throw new ProtocolError("field 'links' must be an object of at most 256 entries");
+      if (links === null || typeof links !== "object" || Array.isArray(links) || Object.keys(links).length > MAX_REPORTED_LINKS) {
+        throw new ProtocolError(`field 'links' must be an object of at most ${MAX_REPORTED_LINKS} entries`);
       }
       for (const [pid, state] of Object.entries(links)) {
         if (!pid || pid.length > MAX_ID_CHARS || !LINK_STATES.has(state)) {
@@ -152,9 +155,9 @@ export function decode(text) {
         throw new ProtocolError("a relay-frame has exactly one of the fields 'to' and 'from'");
       }
       if (obj.binary !== true) throw new ProtocolError("a relayed frame is sealed: binary must be true");
-      const data = base64ToBytes(str(obj, "data", 2 * MAX_CONTROL_BYTES + 1024));
-      if (data.length < 1 || data.length > MAX_FRAME_BYTES + 64) {
-        throw new ProtocolError(`a relayed binary frame is 1 to ${MAX_FRAME_BYTES + 64} bytes`);
+      const data = base64ToBytes(str(obj, "data", MAX_RELAY_FRAME_BYTES));
+      if (data.length < 1 || data.length > MAX_SEALED_FRAME_BYTES) {
+        throw new ProtocolError(`a relayed binary frame is 1 to ${MAX_SEALED_FRAME_BYTES} bytes`);
       }
       return { type, to, from, data };
     }

@@ -21,10 +21,10 @@ export const POLICY = {
   gatherTimeout: 5000,
   relayAfter: 2, // failed direct attempts before the offerer asks for a relay
 };
-const MAX_OUTBOX = 1000;
+export const MAX_OUTBOX = 1000;
 const AWAY_RETRY = 2000;
-const MAX_UNACKED = 10000;
-const ACK_DELAY = 50;
+export const MAX_UNACKED = 10000;
+export const ACK_DELAY_SECONDS = 0.05;
 const PER_CHANNEL = new Set(["ping", "pong", "chat-ack", "mesh-report", "safety-reveal", "relay-open"]);
 
 function delay(attempt) {
@@ -609,7 +609,7 @@ export class PeerLink {
   ackLater(seq) {
     this.ackDue = Math.max(this.ackDue ?? 0, seq);
     if (this.ackTimer !== null) return;
-    this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY);
+    this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY_SECONDS * 1000);
   }
 
   sendAck() {
