@@ -203,6 +203,8 @@ def test_the_room_key_vector() -> None:
             key.check(v["from"], v["to"], bad)
     with pytest.raises(RoomSecretError):
         key.check(v["to"], v["from"], {**v["offer"], "auth": v["auth"]})  # the other direction
+    with pytest.raises(RoomSecretError, match="valid Unicode"):  # no UTF-8 to stretch
+        RoomKey.derive(v["room"], "\ud800" * 9)
 
 
 def test_the_relay_vector() -> None:
